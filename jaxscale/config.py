@@ -1,0 +1,284 @@
+"""Sweep configuration: YAML -> frozen dataclasses, with defaults stated once, here.
+
+Every key is checked: an unknown or misspelt key, a wrong type or an impossible value raises
+``ConfigError`` with one line naming the key and what is allowed. Numbers written ``1.0e6`` or
+``2e5`` (which PyYAML reads as strings) are coerced by the field's declared type.
+
+Example:
+    >>> cfg = load_config("configs/quick.yaml", overrides=["train.lr=1e-3"])  # doctest: +SKIP
+    >>> [run.name for run in cfg.runs()][:2]                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxscale.counting import PRESETS, ModelShape, non_embedding_params
+from jaxscale.errors import UserError
+
+
+class ConfigError(UserError):
+    """A bad configuration: one line naming the key and what is allowed."""
+
+
+SCHEDULES = ("cosine", "constant")
+DTYPES = ("float32", "bfloat16")
+TOKENIZERS = ("bytes", "gpt2")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Optimisation of one run (AdamW, warmup then decay over exactly the run's tokens)."""
+
+    batch_size: int = 32  # sequences per optimizer step (split into `accum` micro-batches)
+    lr: float = 3e-3  # peak learning rate
+    warmup: float = 0.05  # fraction of the run's steps spent in linear warmup from 0
+    schedule: str = "cosine"  # cosine | constant: the shape after warmup
+    min_lr_ratio: float = 0.1  # the cosine ends at lr x min_lr_ratio, on the run's last step
+    weight_decay: float = 0.1  # decoupled decay on matrices (not biases, LayerNorms)
+    beta1: float = 0.9  # Adam first-moment decay
+    beta2: float = 0.95  # Adam second-moment decay
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 disables)
+    accum: int = 1  # micro-batches per step: gradient accumulation inside one jitted step
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    evals: int = 4  # validation points along the run, the final one included
+
+
+@dataclass(frozen=True, slots=True)
+class EvalConfig:
+    """Validation on held-out documents."""
+
+    tokens: int = 200_000  # predicted tokens per validation (the final one and those along the way)
+    batch_size: int = 64  # sequences per validation batch
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """One (model, tokens) point of a sweep: everything that makes its result."""
+
+    name: str  # e.g. "L2-d64-h2_D1M", unique within a sweep
+    shape: ModelShape
+    tokens: int  # D: training tokens; the schedule ends exactly here
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class SweepConfig:
+    """A ladder: every model shape trained on every token count."""
+
+    name: str = "sweep"  # names the default output directory reports/<name>/
+    corpus: str = "stdlib"  # stdlib | synthetic | text:PATH | tinystories | openwebtext
+    tokenizer: str = "bytes"  # bytes | gpt2
+    context: int = 128  # tokens per training sequence
+    seed: int = 0  # initialisation and data order
+    models: tuple[ModelShape, ...] = (PRESETS["tiny"],)  # the ladder's shapes, or preset names
+    tokens: tuple[float, ...] = ()  # training tokens per run ...
+    tokens_per_param: tuple[float, ...] = ()  # ... or tokens per non-embedding parameter
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def runs(self) -> list[RunSpec]:
+        """The sweep's runs, smallest model first, then fewest tokens first."""
+        out = []
+        for shape in sorted(self.models, key=non_embedding_params):
+            if self.tokens:
+                budgets = [int(t) for t in self.tokens]
+            else:
+                budgets = [int(r * non_embedding_params(shape)) for r in self.tokens_per_param]
+            for d in sorted(budgets):
+                out.append(RunSpec(f"{shape.label}_D{_human(d)}", shape, d, self.seed))
+        return out
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that shapes a run's result except its own (model, tokens)."""
+        blob = dataclasses.asdict(self)
+        for key in ("name", "models", "tokens", "tokens_per_param"):
+            blob.pop(key)
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (recorded with every result)."""
+        return dataclasses.asdict(self)
+
+
+def _human(n: float) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.4g}{suffix}"
+    return f"{n:g}"
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> SweepConfig:
+    """Read a YAML sweep config, apply ``key.sub=value`` overrides, build and validate it.
+
+    Args:
+      path: the YAML file.
+      overrides: strings like ``"train.lr=1e-3"`` (values parsed as YAML).
+
+    Raises:
+      ConfigError: a missing file, bad YAML, unknown key, wrong type or impossible value.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys to values")
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> SweepConfig:
+    """Build and validate a SweepConfig from plain data (as read from YAML)."""
+    cfg = _build(SweepConfig, raw, "")
+    _validate(cfg)
+    return cfg
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. train.lr=1e-3), got {item!r}")
+    node = raw
+    *parents, leaf = key.strip().split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{where or 'config'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        key = f"{where}{unknown[0]}"
+        raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(names)})")
+    kwargs = {name: _coerce(hints[name], raw[name], f"{where}{name}") for name in raw}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"'{where.rstrip('.') or 'config'}': {e}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Convert a YAML value to the declared type, or raise a one-line ConfigError."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if tp is ModelShape:
+            return _model_shape(value, key)
+        return _build(tp, value, f"{key}.")
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        items = value if isinstance(value, list | tuple) else [value]
+        return tuple(_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(items))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"'{key}' must be true or false, got {value!r}")
+    if tp in (int, float):
+        number = _number(value, key)
+        if tp is int:
+            if not float(number).is_integer():
+                raise ConfigError(f"'{key}' must be a whole number, got {value!r}")
+            return int(number)
+        return float(number)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"'{key}' must be a string, got {value!r}")
+    raise NotImplementedError(f"unsupported config type {tp} for {key}")
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"'{key}' must be a number, got {value!r}")
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value)  # "1.0e6" and "2e5" arrive from PyYAML as strings
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                return number
+    raise ConfigError(f"'{key}' must be a number, got {value!r}")
+
+
+def _model_shape(value: Any, key: str) -> ModelShape:
+    if isinstance(value, str):
+        if value not in PRESETS:
+            raise ConfigError(f"'{key}': unknown preset {value!r} (allowed: {', '.join(PRESETS)})")
+        return PRESETS[value]
+    return _build(ModelShape, value, f"{key}.")
+
+
+def _validate(cfg: SweepConfig) -> None:
+    def positive(key: str, value: float) -> None:
+        if not value > 0:
+            raise ConfigError(f"'{key}' must be positive, got {value}")
+
+    if not cfg.name or "/" in cfg.name:
+        raise ConfigError(f"'name' must be a non-empty name without '/', got {cfg.name!r}")
+    if cfg.tokenizer not in TOKENIZERS:
+        raise ConfigError(f"'tokenizer' must be one of {', '.join(TOKENIZERS)}, got {cfg.tokenizer!r}")
+    positive("context", cfg.context)
+    if not cfg.models:
+        raise ConfigError("'models' must list at least one model shape")
+    for i, m in enumerate(cfg.models):
+        for attr in ("n_layer", "d_model", "n_head"):
+            positive(f"models[{i}].{attr}", getattr(m, attr))
+        if m.d_model % m.n_head:
+            raise ConfigError(
+                f"'models[{i}].n_head' ({m.n_head}) must divide d_model ({m.d_model})"
+            )
+    if bool(cfg.tokens) == bool(cfg.tokens_per_param):
+        raise ConfigError("give exactly one of 'tokens' or 'tokens_per_param' (a list of numbers)")
+    for i, t in enumerate(cfg.tokens):
+        positive(f"tokens[{i}]", t)
+    for i, t in enumerate(cfg.tokens_per_param):
+        positive(f"tokens_per_param[{i}]", t)
+    t = cfg.train
+    for key in ("batch_size", "lr", "accum", "evals"):
+        positive(f"train.{key}", getattr(t, key))
+    if t.batch_size % t.accum:
+        raise ConfigError(f"'train.accum' ({t.accum}) must divide batch_size ({t.batch_size})")
+    if not 0 <= t.warmup < 1:
+        raise ConfigError(f"'train.warmup' is a fraction of the run in [0, 1), got {t.warmup}")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"'train.min_lr_ratio' must be in [0, 1], got {t.min_lr_ratio}")
+    if t.schedule not in SCHEDULES:
+        raise ConfigError(f"'train.schedule' must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
+    if t.dtype not in DTYPES:
+        raise ConfigError(f"'train.dtype' must be one of {', '.join(DTYPES)}, got {t.dtype!r}")
+    for key in ("weight_decay", "grad_clip"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"'train.{key}' must be >= 0, got {getattr(t, key)}")
+    for key in ("beta1", "beta2"):
+        if not 0 <= getattr(t, key) < 1:
+            raise ConfigError(f"'train.{key}' must be in [0, 1), got {getattr(t, key)}")
+    positive("eval.tokens", cfg.eval.tokens)
+    positive("eval.batch_size", cfg.eval.batch_size)
+    names = [r.name for r in cfg.runs()]
+    if len(set(names)) != len(names):
+        raise ConfigError("two runs share a name: the models or token counts repeat")

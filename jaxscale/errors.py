@@ -1,0 +1,10 @@
+"""The one error type for a user's mistake (bad config, missing corpus, unusable data table).
+
+The CLI prints ``str(error)`` as a single line and exits with status 2; anything else is a bug and
+keeps its traceback. Each stage subclasses it (``ConfigError``, ``DataError``, ``FitDataError``)
+so that library users can catch one family.
+"""
+
+
+class UserError(Exception):
+    """A mistake in the user's input; ``str(e)`` is one line naming the problem and what is allowed."""

@@ -1,0 +1,63 @@
+"""Training: the schedule ends with the run, accumulation is exact, loss approaches a known truth."""
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxscale.config import EvalConfig, RunSpec, TrainConfig
+from jaxscale.counting import ModelShape
+from jaxscale.data import load_corpus
+from jaxscale.model import init_model
+from jaxscale.train import lr_schedule, make_optimizer, train_run, train_step
+
+
+def test_cosine_schedule_spans_exactly_the_run() -> None:
+    cfg = TrainConfig(lr=1e-3, warmup=0.1, min_lr_ratio=0.1)
+    schedule = lr_schedule(cfg, 100)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(10)) == pytest.approx(1e-3)  # warmup ends at 10% of the steps
+    assert float(schedule(100)) == pytest.approx(1e-4)  # the decay ends on the last step
+    lrs = [float(schedule(i)) for i in range(10, 101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_gradient_accumulation_matches_one_big_batch() -> None:
+    shape = ModelShape(1, 32, 2)
+    batch = np.random.default_rng(0).integers(0, 64, (8, 17)).astype(np.int32)
+    out = []
+    for accum in (1, 4):
+        cfg = TrainConfig(accum=accum, batch_size=8)
+        graphdef, params = init_model(shape, 64, 16, seed=0)
+        opt_state = make_optimizer(cfg).init(params)
+        params, _, metrics = train_step(params, opt_state, batch, 1e-2, graphdef=graphdef, cfg=cfg)
+        out.append((float(metrics["loss"]), float(metrics["grad_norm"])))
+    # the accumulated mean gradient is the big batch's: same loss, same gradient norm
+    assert out[0] == pytest.approx(out[1], rel=1e-5)
+
+
+def test_loss_approaches_the_synthetic_corpus_entropy() -> None:
+    """A Markov chain's exact entropy rate is the floor of the loss; a small model nears it."""
+    corpus = load_corpus("synthetic:order=1,symbols=16,tokens=1000000", progress=False)
+    assert corpus.entropy is not None
+    spec = RunSpec("s", ModelShape(1, 32, 2), tokens=600_000, seed=0)
+    out = train_run(
+        spec, corpus, context=32, train=TrainConfig(batch_size=32, lr=1e-2, evals=3),
+        eval_cfg=EvalConfig(tokens=100_000),
+    )
+    assert out.diverged_at is None and len(out.curve) == 3
+    assert out.curve[0][1] > out.curve[-1][1]
+    # within 3% of the truth, and not below it beyond the held-out sample's noise
+    assert corpus.entropy - 0.02 < out.loss < corpus.entropy * 1.03
+    assert math.isfinite(out.tokens_per_s) and out.tokens == out.steps * 32 * 32
+
+
+def test_a_nan_is_caught_at_its_step() -> None:
+    corpus = load_corpus("synthetic:order=1,symbols=16,tokens=200000", progress=False)
+    spec = RunSpec("s", ModelShape(1, 16, 2), tokens=20_000, seed=0)
+    out = train_run(
+        spec, corpus, context=16, train=TrainConfig(batch_size=8, lr=1e9, grad_clip=0.0,
+                                                    warmup=0.0),
+        eval_cfg=EvalConfig(tokens=1000),
+    )
+    assert out.diverged_at is not None and math.isnan(out.loss)
