@@ -7,4 +7,8 @@ so that library users can catch one family.
 
 
 class UserError(Exception):
-    """A mistake in the user's input; ``str(e)`` is one line naming the problem and what is allowed."""
+    """A mistake in the user's input; ``str(e)`` is one line naming the problem and the remedy."""
+
+
+class FitDataError(UserError):
+    """A table a law cannot be fitted to: too few points, non-positive or missing values."""

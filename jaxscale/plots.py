@@ -1,0 +1,211 @@
+"""Figures of the law library: pure functions from arrays (and laws) to a PNG path.
+
+Every function takes its data and an output ``path``, draws with matplotlib's Agg backend, saves
+and returns the path. :func:`law_figures` draws everything a sweep's data allow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from jaxscale.errors import UserError
+from jaxscale.laws import (
+    FitResult,
+    IsoFlopResult,
+    Law,
+    fit_isoflop,
+    predict_loss,
+)
+from jaxscale.results import as_columns
+
+PathLike = str | os.PathLike[str]
+
+
+def _save(fig: plt.Figure, path: PathLike) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return p
+
+
+def _series(
+    x: np.ndarray,
+    group: np.ndarray,
+    loss: np.ndarray,
+    path: PathLike,
+    curve: Callable | None,
+    xlabel: str,
+    glabel: str,
+) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(np.unique(group))))
+    for color, g in zip(colors, np.unique(group), strict=True):
+        m = group == g
+        order = np.argsort(x[m])
+        ax.plot(x[m][order], loss[m][order], "o", color=color, label=f"{glabel}={g:.3g}")
+        if curve is not None:
+            grid = np.logspace(np.log10(x.min()), np.log10(x.max()), 100)
+            ax.plot(grid, curve(grid, g), "-", color=color, lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def loss_vs_n(N: Any, D: Any, loss: Any, path: PathLike, law: Law | None = None) -> Path:
+    """Loss against N, one series per distinct D; with ``law``, the curve law(N, D) per D."""
+    N, D, loss = (np.asarray(v, dtype=np.float64) for v in (N, D, loss))
+    curve = None if law is None else lambda n, d: predict_loss(law, n, np.full_like(n, d))
+    return _series(N, D, loss, path, curve, "N (parameters)", "D")
+
+
+def loss_vs_d(N: Any, D: Any, loss: Any, path: PathLike, law: Law | None = None) -> Path:
+    """Loss against D, one series per distinct N; with ``law``, the curve law(N, D) per N."""
+    N, D, loss = (np.asarray(v, dtype=np.float64) for v in (N, D, loss))
+    curve = None if law is None else lambda d, n: predict_loss(law, np.full_like(d, n), d)
+    return _series(D, N, loss, path, curve, "D (tokens)", "N")
+
+
+def isoflop(N: Any, loss: Any, C: Any, result: IsoFlopResult, path: PathLike) -> Path:
+    """IsoFLOP profiles: loss against N per budget, each fitted parabola and its minimum."""
+    N, loss, C = (np.asarray(v, dtype=np.float64) for v in (N, loss, C))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colors = plt.cm.plasma(np.linspace(0, 0.85, len(result.budgets)))
+    for color, b in zip(colors, result.budgets, strict=True):
+        m = np.abs(np.log(C / b["C"])) < 0.05
+        ax.plot(N[m], loss[m], "o", color=color, ms=4, label=f"C={b['C']:.2g}")
+        x = np.linspace(np.log(N[m].min()), np.log(N[m].max()), 100)
+        ax.plot(np.exp(x), np.polyval(b["coef"], x), "-", color=color, lw=1)
+        ax.plot(b["N_opt"], b["loss_min"], "*", color=color, ms=12, mec="k")
+    ax.set_xscale("log")
+    ax.set_xlabel("N (parameters)")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def frontier(
+    C: Any, N_opt: Any, a: float, G: float, path: PathLike, ci: tuple[float, float] | None = None
+) -> Path:
+    """Compute-optimal N_opt(C) with its fitted line G·C^a, the bootstrap band of ``a`` (pivoted
+    at the data's central C), and Kaplan's 0.73 and Chinchilla's 0.50 slopes through that point."""
+    C, N_opt = np.asarray(C, dtype=np.float64), np.asarray(N_opt, dtype=np.float64)
+    grid = np.logspace(np.log10(C.min()) - 0.5, np.log10(C.max()) + 0.5, 100)
+    c0 = float(np.exp(np.mean(np.log(C))))
+    n0 = G * c0**a
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(C, N_opt, "o", color="k", label="N_opt(C) from data")
+    ax.plot(grid, G * grid**a, "-", color="C0", label=f"fit: a = {a:.3f}")
+    if ci is not None:
+        lo, hi = (n0 * (grid / c0) ** e for e in ci)
+        ax.fill_between(
+            grid,
+            np.minimum(lo, hi),
+            np.maximum(lo, hi),
+            color="C0",
+            alpha=0.2,
+            label=f"a in [{ci[0]:.3f}, {ci[1]:.3f}]",
+        )
+    for slope, name, color in ((0.73, "Kaplan 2020", "C3"), (0.5, "Chinchilla 2022", "C2")):
+        ax.plot(grid, n0 * (grid / c0) ** slope, "--", color=color, label=f"{name}: {slope}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("C (FLOPs)")
+    ax.set_ylabel("N_opt")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def residuals(x: Any, fit: FitResult, path: PathLike, xlabel: str = "C = 6ND (FLOPs)") -> Path:
+    """Log-space residuals (log ŷ - log y) of a fit against ``x`` (e.g. compute)."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.axhline(0, color="k", lw=0.8)
+    ax.plot(np.asarray(x, dtype=np.float64), fit.residuals, "o", ms=4)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("log residual")
+    ax.set_title(f"{fit.form}: R² = {fit.r2:.4f}", fontsize=9)
+    return _save(fig, path)
+
+
+def test_time(T: Any, accuracy: Any, path: PathLike, law: Law | None = None, N: Any = None) -> Path:
+    """Accuracy against test-time compute T (one series per N); with ``law``, its curves."""
+    T, acc = np.asarray(T, dtype=np.float64), np.asarray(accuracy, dtype=np.float64)
+    N = np.ones_like(T) if N is None else np.asarray(N, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    grid = np.logspace(np.log10(T.min()), np.log10(T.max()), 100)
+    for i, n in enumerate(np.unique(N)):
+        m = np.isclose(N, n)
+        ax.plot(T[m], acc[m], "o", color=f"C{i}", label=f"N={n:.3g}")
+        if law is not None:
+            ax.plot(grid, np.asarray(law(n, grid)), "-", color=f"C{i}", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("T (test-time compute)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+test_time.__test__ = False  # a plotting function, not a pytest test
+
+
+def law_figures(
+    records_or_cols: Iterable[dict[str, Any]] | Mapping[str, np.ndarray],
+    fits: Mapping[str, FitResult],
+    out_dir: PathLike,
+) -> list[Path]:
+    """Draw every figure the data allow into ``out_dir``; returns the paths written.
+
+    Loss against N and D (with the ``L_ND`` fit's curves when present), residuals of each fit, and
+    the IsoFLOP profiles and frontier when the runs share at least two compute budgets with an
+    interior minimum.
+
+    Args:
+      records_or_cols: result records, or columns with ``N``, ``D``, ``loss`` (``C`` optional).
+      fits: fitted laws by key (e.g. ``L_ND``, ``L_N``).
+      out_dir: where the PNGs go.
+    """
+    cols = (
+        dict(records_or_cols)
+        if isinstance(records_or_cols, Mapping)
+        else as_columns(records_or_cols)
+    )
+    N, D, loss = (np.asarray(cols[k], dtype=np.float64) for k in ("N", "D", "loss"))
+    C = np.asarray(cols["C"], dtype=np.float64) if "C" in cols else 6 * N * D
+    out = Path(out_dir)
+    law = fits["L_ND"].law if "L_ND" in fits else None
+    paths = [
+        loss_vs_n(N, D, loss, out / "loss_vs_n.png", law=law),
+        loss_vs_d(N, D, loss, out / "loss_vs_d.png", law=law),
+    ]
+    if "L_ND" in fits and fits["L_ND"].n_points == len(N):
+        paths.append(residuals(C, fits["L_ND"], out / "residuals.png"))
+    try:
+        iso = fit_isoflop(N, D, loss, C)
+    except UserError:
+        return paths
+    paths.append(isoflop(N, loss, C, iso, out / "isoflop.png"))
+    cs = [b["C"] for b in iso.budgets]
+    paths.append(
+        frontier(
+            cs,
+            [b["N_opt"] for b in iso.budgets],
+            iso.a,
+            iso.N_opt.G,
+            out / "frontier.png",
+            ci=iso.N_opt.ci,
+        )
+    )
+    return paths

@@ -1,0 +1,163 @@
+"""The generic multi-start fitter: parameter recovery for every form, statistics, bootstrap
+coverage, hold-out checks and data errors. Small start grids where the grid is not the point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxscale.errors import UserError
+from jaxscale.laws import (
+    Chinchilla,
+    Coverage,
+    Kaplan,
+    OffsetPower,
+    TestTime,
+    compute_trade,
+    fit_chinchilla,
+    fit_coverage,
+    fit_kaplan,
+    fit_power,
+    fit_test_time,
+    predict_loss,
+)
+
+SMALL_GRID = {
+    "a": (0.0, 5.0, 10.0),
+    "b": (0.0, 5.0, 10.0),
+    "e": (0.0, 1.0),
+    "alpha": (0.5,),
+    "beta": (0.5,),
+}
+
+
+def chinchilla_data(seed=0, noise=0.003):
+    """A ladder of 8 sizes x 6 token counts from a known law, with multiplicative noise."""
+    rng = np.random.default_rng(seed)
+    true = Chinchilla(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
+    N = np.repeat(np.logspace(6.5, 9.5, 8), 6)
+    D = N * np.tile(np.logspace(0, 2.5, 6), 8)
+    loss = predict_loss(true, N, D) * np.exp(rng.normal(0, noise, N.size))
+    return true, N, D, loss
+
+
+def test_chinchilla_recovers_known_parameters_with_the_default_grid():
+    _, N, D, loss = chinchilla_data()
+    fit = fit_chinchilla(N, D, loss)
+    assert fit.n_starts == 4500 and fit.converged, fit.message
+    assert fit.params["alpha"] == pytest.approx(0.35, abs=0.02)
+    assert fit.params["beta"] == pytest.approx(0.37, abs=0.02)
+    assert fit.params["E"] == pytest.approx(1.8, abs=0.05)
+    assert np.log(fit.params["A"]) == pytest.approx(np.log(480), abs=0.5)
+    assert np.log(fit.params["B"]) == pytest.approx(np.log(2100), abs=0.5)
+    assert fit.r2 > 0.99 and fit.n_points == 48
+
+
+def test_fit_result_statistics_report_and_json():
+    _, N, D, loss = chinchilla_data()
+    fit = fit_chinchilla(N, D, loss, grid=SMALL_GRID)
+    assert fit.n_starts == 18
+    assert all(np.isfinite(v) and v > 0 for v in fit.stderr.values())
+    assert fit.bic > fit.aic  # p·log n > 2p for n = 48
+    assert fit.residuals.shape == (48,) and fit.objective > 0
+    text = fit.report()
+    assert "alpha" in text and "R²" in text and "converged" in text
+    json.dumps(fit.to_dict())
+
+
+def test_kaplan_joint_recovers_known_parameters():
+    rng = np.random.default_rng(1)
+    true = Kaplan(N_c=8.8e13, alpha_N=0.076, D_c=5.4e13, alpha_D=0.095)
+    N = np.repeat(np.logspace(6, 10, 8), 6)
+    D = np.tile(np.logspace(7, 12, 6), 8)
+    loss = predict_loss(true, N, D) * np.exp(rng.normal(0, 0.002, N.size))
+    fit = fit_kaplan(N, D, loss)
+    assert fit.params["alpha_N"] == pytest.approx(0.076, abs=0.005)
+    assert fit.params["alpha_D"] == pytest.approx(0.095, abs=0.008)
+    assert np.log10(fit.params["N_c"]) == pytest.approx(np.log10(8.8e13), abs=0.5)
+
+
+def test_offset_power_recovers_known_parameters():
+    rng = np.random.default_rng(2)
+    x = np.logspace(5, 10, 15)
+    y = np.asarray(OffsetPower(1.8, 450.0, 0.4)(x), dtype=np.float64)
+    y = y * np.exp(rng.normal(0, 0.002, x.size))
+    fit = fit_power(x, y)
+    assert fit.params["alpha"] == pytest.approx(0.4, abs=0.03)
+    assert fit.params["E"] == pytest.approx(1.8, abs=0.05)
+
+
+def test_holdout_reports_the_prediction_error_on_the_largest_points():
+    _, N, D, loss = chinchilla_data(noise=0.001)
+    fit = fit_chinchilla(N, D, loss, grid=SMALL_GRID, holdout=5)
+    assert fit.n_points == 43
+    h = fit.holdout
+    assert h["n"] == 5 and len(h["rel_error"]) == 5
+    assert max(np.asarray(h["inputs"]["N"]) * np.asarray(h["inputs"]["D"])) == max(N * D)
+    assert h["mean_abs_rel_error"] < 0.01
+    assert "held out 5" in fit.report()
+
+
+def test_bootstrap_interval_covers_the_truth_at_about_its_nominal_rate():
+    """40 simulated datasets, 80% percentile intervals of alpha: coverage in a binomial band."""
+    rng = np.random.default_rng(3)
+    true = OffsetPower(E=2.0, A=50.0, alpha=0.5)
+    x = np.logspace(2, 6, 25)
+    grid = {"a": (2.0, 5.0), "e": (0.0, 1.0), "alpha": (0.3, 0.8)}
+    hits = 0
+    for i in range(40):
+        y = np.asarray(true(x), dtype=np.float64) * np.exp(rng.normal(0, 0.01, x.size))
+        fit = fit_power(x, y, bootstrap=100, seed=i, grid=grid, ci_level=0.8)
+        lo, hi = fit.ci["alpha"]
+        hits += lo <= 0.5 <= hi
+    # 80% nominal; P(binomial(40, .8) outside [26, 38]) < 2%.
+    assert 26 <= hits <= 38, hits
+
+
+def test_test_time_law_recovers_alpha_beta_and_the_trade():
+    rng = np.random.default_rng(4)
+    N = np.repeat([1e8, 1e9, 1e10], 8)
+    T = np.tile(np.logspace(0, 2, 8), 3)
+    acc = np.asarray(TestTime(1e-3, 0.3)(N, T), dtype=np.float64)
+    acc = np.minimum(acc * np.exp(rng.normal(0, 0.01, N.size)), 1.0)
+    fit = fit_test_time(T, acc, N)
+    assert fit.params["beta"] == pytest.approx(0.3, abs=0.01)
+    assert fit.params["alpha"] == pytest.approx(1e-3, rel=0.2)
+    trade = compute_trade(fit.law, 1e8, 4.0)
+    assert trade["T_factor"] == pytest.approx(10.0, rel=1e-6) and not trade["capped"]
+    capped = compute_trade(TestTime(0.5, 0.5), 1.0, 1.0, factor=10.0)
+    assert capped["capped"] and capped["T_factor"] == pytest.approx(4.0, rel=1e-6)
+
+
+def test_test_time_without_N_fits_alpha_T_beta():
+    T = np.logspace(0, 3, 10)
+    fit = fit_test_time(T, 0.02 * T**0.4)
+    assert fit.params["beta"] == pytest.approx(0.4, abs=1e-3)
+
+
+def test_coverage_recovers_a_and_b():
+    rng = np.random.default_rng(5)
+    k = np.logspace(0, 3, 12)
+    cov = np.asarray(Coverage(-2.0, -0.4)(k), dtype=np.float64)
+    cov = np.minimum(cov * np.exp(rng.normal(0, 0.002, k.size)), 1.0)
+    fit = fit_coverage(k, cov)
+    assert fit.params["a"] == pytest.approx(-2.0, abs=0.05)
+    assert fit.params["b"] == pytest.approx(-0.4, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("N", "loss", "match"),
+    [
+        ([1e6, 2e6, np.nan, 4e6, 5e6, 6e6, 7e6], [3.0] * 7, "NaN"),
+        ([1e6, 2e6, 3e6, 0.0, 5e6, 6e6, 7e6], [3.0] * 7, "positive"),
+        ([1e6, 2e6, 3e6, 4e6, 5e6, 6e6, 7e6], [3.0, 2.9, -1, 2.7, 2.6, 2.5, 2.4], "positive"),
+        ([1e6, 2e6, 3e6], [3.0, 2.9, 2.8], "too few"),
+    ],
+)
+def test_bad_data_raises_a_one_line_user_error(N, loss, match):
+    N = np.asarray(N)
+    with pytest.raises(UserError, match=match) as info:
+        fit_chinchilla(N, 20 * np.nan_to_num(N, nan=1.0) + 1, loss, grid=SMALL_GRID)
+    assert "\n" not in str(info.value)

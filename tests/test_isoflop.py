@@ -1,0 +1,125 @@
+"""Approaches 1 and 2: IsoFLOP parabolas and the loss envelope recover a known allocation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxscale.errors import UserError
+from jaxscale.laws import (
+    Chinchilla,
+    compute_optimal,
+    curves_from_records,
+    fit_envelope,
+    fit_isoflop,
+    predict_loss,
+)
+from jaxscale.laws.isoflop import group_budgets
+
+TRUE = Chinchilla(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
+A_TRUE = 0.37 / (0.35 + 0.37)  # N_opt ∝ C^a, a = β/(α+β)
+
+
+def isoflop_data(seed=0, noise=0.002, budgets=(1e17, 1e18, 1e19, 1e20, 1e21, 1e22)):
+    """Nine sizes from 0.1x to 10x N_opt at each budget, with jittered budgets and loss noise."""
+    rng = np.random.default_rng(seed)
+    N, D, C = [], [], []
+    for c in budgets:
+        n = compute_optimal(TRUE, c).N_opt * np.logspace(-1, 1, 9)
+        cj = c * (1 + rng.uniform(-0.004, 0.004, n.size))  # budgets agree within 1%
+        N.append(n), D.append(cj / (6 * n)), C.append(cj)
+    N, D, C = map(np.concatenate, (N, D, C))
+    loss = predict_loss(TRUE, N, D) * np.exp(rng.normal(0, noise, N.size))
+    return N, D, C, loss
+
+
+def test_group_budgets_within_relative_tolerance():
+    labels = group_budgets([1e18, 1.005e18, 0.996e18, 1e19, 1.003e19, 3e19])
+    assert list(labels) == [0, 0, 0, 1, 1, 2]
+
+
+def test_isoflop_recovers_the_allocation_exponents():
+    N, D, C, loss = isoflop_data()
+    res = fit_isoflop(N, D, loss, C, bootstrap=200)
+    assert len(res.budgets) == 6 and not res.skipped
+    assert res.a == pytest.approx(A_TRUE, abs=0.03)
+    assert res.b == pytest.approx(1 - A_TRUE, abs=0.03)
+    lo, hi = res.N_opt.ci
+    assert lo < res.a < hi and hi - lo < 0.1
+    for b in res.budgets:
+        al = compute_optimal(TRUE, b["C"])
+        assert b["N_opt"] == pytest.approx(al.N_opt, rel=0.25)
+        assert b["D_opt"] == pytest.approx(b["C"] / (6 * b["N_opt"]))
+    out = res.to_dict()
+    json.dumps(out)
+    assert out["approach"] == 2 and {"C", "N_opt", "D_opt", "loss_min"} <= set(out["budgets"][0])
+    assert "exponent" in res.report()
+
+
+def test_budget_without_an_interior_minimum_is_skipped():
+    N, D, C, loss = isoflop_data(budgets=(1e18, 1e19, 1e20))
+    # A fourth budget whose sizes all lie on one side of its optimum.
+    n = compute_optimal(TRUE, 1e17).N_opt * np.logspace(0.5, 1.5, 5)
+    d = 1e17 / (6 * n)
+    res = fit_isoflop(
+        np.r_[N, n], np.r_[D, d], np.r_[loss, predict_loss(TRUE, n, d)], np.r_[C, 6 * n * d]
+    )
+    assert len(res.budgets) == 3
+    assert res.skipped[0]["C"] == pytest.approx(1e17) and "minimum" in res.skipped[0]["reason"]
+
+
+def test_isoflop_with_one_budget_is_a_user_error():
+    N, D, C, loss = isoflop_data(budgets=[1e18])
+    with pytest.raises(UserError, match="at least 2 budgets"):
+        fit_isoflop(N, D, loss, C)
+
+
+def test_envelope_of_training_curves_recovers_the_exponent():
+    """Approach 1 on records whose curves follow the law (loss at t tokens = L(N, t))."""
+    rng = np.random.default_rng(1)
+    records = []
+    for n in np.logspace(6, 9, 16):
+        tokens = np.logspace(7, 12, 60)
+        loss = predict_loss(TRUE, n, tokens) * np.exp(rng.normal(0, 0.0005, tokens.size))
+        records.append(
+            {
+                "N": n,
+                "D": tokens[-1],
+                "loss": float(loss[-1]),
+                "curve": [[float(t), float(l)] for t, l in zip(tokens, loss, strict=True)],
+            }
+        )
+    N, C, loss = curves_from_records(records)
+    assert len(N) == 16 * 60 and C[0] == pytest.approx(6 * 1e6 * 1e7)
+    res = fit_envelope(N, C, loss, bootstrap=100)
+    assert res.a == pytest.approx(A_TRUE, abs=0.06)
+    assert res.N_opt.ci[0] < res.N_opt.ci[1]
+    assert res.to_dict()["approach"] == 1
+
+
+def test_envelope_of_a_single_size_is_a_user_error():
+    with pytest.raises(UserError, match="fewer than 2 model sizes"):
+        fit_envelope([1e6] * 5, np.logspace(15, 17, 5), [3.0, 2.9, 2.8, 2.7, 2.6])
+
+
+def test_law_figures_draws_what_the_data_allow(tmp_path):
+    from jaxscale import plots
+    from jaxscale.laws import TestTime, fit_chinchilla
+
+    N, D, C, loss = isoflop_data(budgets=(1e17, 1e18, 1e19))
+    fits = {"L_ND": fit_chinchilla(N, D, loss, grid={"a": (5.0,), "b": (5.0,), "e": (0.5,)})}
+    paths = plots.law_figures({"N": N, "D": D, "C": C, "loss": loss}, fits, tmp_path)
+    names = {p.name for p in paths}
+    assert {
+        "loss_vs_n.png",
+        "loss_vs_d.png",
+        "residuals.png",
+        "isoflop.png",
+        "frontier.png",
+    } == names
+    assert all(p.stat().st_size > 1000 for p in paths)
+    T = np.logspace(0, 2, 5)
+    out = plots.test_time(T, 0.1 * T**0.3, tmp_path / "ttc.png", law=TestTime(0.1, 0.3))
+    assert out.exists()
