@@ -85,6 +85,7 @@ class SweepConfig:
     tokens_per_param: tuple[float, ...] = ()  # ... or tokens per non-embedding parameter
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint_every: float = 300.0  # seconds between a running run's checkpoints (0: every step)
 
     def runs(self) -> list[RunSpec]:
         """The sweep's runs, smallest model first, then fewest tokens first."""
@@ -101,7 +102,7 @@ class SweepConfig:
     def fingerprint(self) -> str:
         """A short hash of everything that shapes a run's result except its own (model, tokens)."""
         blob = dataclasses.asdict(self)
-        for key in ("name", "models", "tokens", "tokens_per_param"):
+        for key in ("name", "models", "tokens", "tokens_per_param", "checkpoint_every"):
             blob.pop(key)
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -241,7 +242,9 @@ def _validate(cfg: SweepConfig) -> None:
     if not cfg.name or "/" in cfg.name:
         raise ConfigError(f"'name' must be a non-empty name without '/', got {cfg.name!r}")
     if cfg.tokenizer not in TOKENIZERS:
-        raise ConfigError(f"'tokenizer' must be one of {', '.join(TOKENIZERS)}, got {cfg.tokenizer!r}")
+        raise ConfigError(
+            f"'tokenizer' must be one of {', '.join(TOKENIZERS)}, got {cfg.tokenizer!r}"
+        )
     positive("context", cfg.context)
     if not cfg.models:
         raise ConfigError("'models' must list at least one model shape")
@@ -268,7 +271,9 @@ def _validate(cfg: SweepConfig) -> None:
     if not 0 <= t.min_lr_ratio <= 1:
         raise ConfigError(f"'train.min_lr_ratio' must be in [0, 1], got {t.min_lr_ratio}")
     if t.schedule not in SCHEDULES:
-        raise ConfigError(f"'train.schedule' must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
+        raise ConfigError(
+            f"'train.schedule' must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}"
+        )
     if t.dtype not in DTYPES:
         raise ConfigError(f"'train.dtype' must be one of {', '.join(DTYPES)}, got {t.dtype!r}")
     for key in ("weight_decay", "grad_clip"):
@@ -277,6 +282,8 @@ def _validate(cfg: SweepConfig) -> None:
     for key in ("beta1", "beta2"):
         if not 0 <= getattr(t, key) < 1:
             raise ConfigError(f"'train.{key}' must be in [0, 1), got {getattr(t, key)}")
+    if cfg.checkpoint_every < 0:
+        raise ConfigError(f"'checkpoint_every' must be >= 0 seconds, got {cfg.checkpoint_every}")
     positive("eval.tokens", cfg.eval.tokens)
     positive("eval.batch_size", cfg.eval.batch_size)
     names = [r.name for r in cfg.runs()]

@@ -1,4 +1,4 @@
-"""Parameters and FLOPs of the GPT in ``model.py``, by formula (checked against the real tree in tests).
+"""Parameters and FLOPs of the GPT in ``model.py``, by formula (checked against the real tree).
 
 Conventions (a law must say which N it uses):
   * non-embedding N (Kaplan et al. 2020): every parameter except the token and position
@@ -7,7 +7,8 @@ Conventions (a law must say which N it uses):
 
 FLOPs per training token (forward + backward = 3x forward):
   * ``6N`` with N non-embedding: Kaplan's approximation, the C in ``C = 6ND``.
-  * counted: 6 x (weights of every matmul, the tied head included) + 12 x n_layer x context x d_model
+  * counted: 6 x (weights of every matmul, the tied head included)
+    + 12 x n_layer x context x d_model
     for the attention score and value products (PaLM, appendix B). At small scale attention and the
     head are a large share, which is why 6ND under-counts there (Porian et al. 2024).
 """
@@ -97,7 +98,7 @@ def flops_per_token_counted(shape: ModelShape, vocab: int, context: int) -> floa
 
 
 def shape_for_depth(n_layer: int, *, aspect: int = 64, head_dim: int = 64) -> ModelShape:
-    """One complexity dial (nanochat's ``--depth``): d_model = aspect x depth, heads of ``head_dim``."""
+    """One complexity dial (nanochat's ``--depth``): d_model = aspect x depth, heads of 64."""
     d_model = aspect * n_layer
     return ModelShape(n_layer, d_model, max(1, d_model // head_dim))
 

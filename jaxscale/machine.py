@@ -37,7 +37,7 @@ def provenance() -> dict[str, Any]:
     return {
         "backend": jax.default_backend(),
         "device_kind": devices[0].device_kind,
-        "devices": len(devices),
+        "local_devices": len(devices),  # what the machine offers; a run records what it used
         "jax_version": jax.__version__,
         "versions": versions,
         "python": platform.python_version(),

@@ -32,7 +32,9 @@ _INIT_STD = 0.02  # GPT-2's initialiser scale
 class Block(nnx.Module):
     """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, d_model: int, n_head: int, n_layer: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(
+        self, d_model: int, n_head: int, n_layer: int, *, dtype: jnp.dtype, rngs: nnx.Rngs
+    ):
         init = nnx.initializers.normal(_INIT_STD)
         # GPT-2 scales the residual projections by 1/sqrt(2 x n_layer) so the stream's variance
         # does not grow with depth.
@@ -68,7 +70,10 @@ class GPT(nnx.Module):
         )
         self.wpe = nnx.Param(nnx.initializers.normal(_INIT_STD)(rngs.params(), (context, D)))
         self.blocks = _ModuleList(
-            [Block(D, shape.n_head, shape.n_layer, dtype=dtype, rngs=rngs) for _ in range(shape.n_layer)]
+            [
+                Block(D, shape.n_head, shape.n_layer, dtype=dtype, rngs=rngs)
+                for _ in range(shape.n_layer)
+            ]
         )
         self.ln_f = nnx.LayerNorm(D, dtype=dtype, rngs=rngs)
 

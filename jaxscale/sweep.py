@@ -24,7 +24,7 @@ from jaxscale.data import Corpus, load_corpus
 from jaxscale.errors import UserError
 from jaxscale.machine import provenance, record_flops_per_s
 from jaxscale.results import append_record, read_records, results_path
-from jaxscale.train import RunOutcome, bits_per_byte, train_run
+from jaxscale.train import RunOutcome, bits_per_byte, planned_steps, train_run
 
 
 def default_out_dir(cfg: SweepConfig) -> Path:
@@ -102,6 +102,10 @@ def make_record(
         "steps": outcome.steps,
         "epochs": d / corpus.unique_train_tokens,
         "tokens_per_s": outcome.tokens_per_s,
+        "devices": outcome.devices,
+        "spikes": outcome.spikes,
+        "max_grad_norm": outcome.max_grad_norm,
+        "resumed_at": outcome.resumed_at,
         "wall_s": outcome.wall_s,
         "status": "ok" if ok else "diverged",
         "diverged_at": outcome.diverged_at,
@@ -135,8 +139,14 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, *, progress: bool = True) -> list
         corpus = load_corpus(cfg.corpus, cfg.tokenizer, progress=progress)
         machine = provenance()
         say = tqdm.write if progress else (lambda s: None)
+        tokens_per_step = cfg.train.batch_size * cfg.context
         bar = tqdm(
-            total=sum(s.tokens for s in todo), unit="tok", unit_scale=True, disable=not progress,
+            total=tokens_per_step
+            * sum(planned_steps(s.tokens, cfg.train, cfg.context) for s in todo),
+            mininterval=1.0,
+            unit="tok",
+            unit_scale=True,
+            disable=not progress,
             bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tok "
             "[{elapsed}<{remaining}, {rate_fmt}]",
         )
@@ -146,12 +156,19 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, *, progress: bool = True) -> list
                 bar.set_description(f"run {i}/{n_runs} {spec.name}")
                 if spec.tokens > corpus.unique_train_tokens:
                     say(
-                        f"warning: {spec.name} trains {spec.tokens / corpus.unique_train_tokens:.1f}"
+                        f"warning: {spec.name} trains "
+                        f"{spec.tokens / corpus.unique_train_tokens:.1f}"
                         f" epochs of {corpus.name}'s {corpus.unique_train_tokens:,} unique tokens;"
                         " repeated data bends the law (Muennighoff et al. 2023)"
                     )
                 outcome = train_run(
-                    spec, corpus, context=cfg.context, train=cfg.train, eval_cfg=cfg.eval,
+                    spec,
+                    corpus,
+                    context=cfg.context,
+                    train=cfg.train,
+                    eval_cfg=cfg.eval,
+                    run_dir=out_dir / "runs" / spec.name,
+                    checkpoint_every=cfg.checkpoint_every,
                     on_tokens=bar.update,
                 )
                 record = make_record(spec, outcome, cfg, corpus, machine)

@@ -23,7 +23,10 @@ def test_numbers_written_as_yaml_strings_are_coerced() -> None:
 def test_runs_cover_the_grid_smallest_first() -> None:
     runs = config_from_dict(BASE).runs()
     assert [(r.shape.d_model, r.tokens) for r in runs] == [
-        (64, 200_000), (64, 1_000_000), (128, 200_000), (128, 1_000_000)
+        (64, 200_000),
+        (64, 1_000_000),
+        (128, 200_000),
+        (128, 1_000_000),
     ]
     assert len({r.name for r in runs}) == 4
 

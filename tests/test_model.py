@@ -16,7 +16,11 @@ def _leaves(params) -> dict[str, int]:
 
 @pytest.mark.parametrize(
     ("shape", "vocab", "context"),
-    [(ModelShape(1, 32, 2), 256, 64), (ModelShape(3, 96, 3), 256, 128), (PRESETS["tiny"], 50257, 256)],
+    [
+        (ModelShape(1, 32, 2), 256, 64),
+        (ModelShape(3, 96, 3), 256, 128),
+        (PRESETS["tiny"], 50257, 256),
+    ],
 )
 def test_counted_parameters_match_the_model(shape: ModelShape, vocab: int, context: int) -> None:
     _, params = init_model(shape, vocab, context, seed=0)

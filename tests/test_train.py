@@ -1,5 +1,6 @@
-"""Training: the schedule ends with the run, accumulation is exact, loss approaches a known truth."""
+"""Training: the schedule ends with the run, accumulation is exact, loss nears a known truth."""
 
+import itertools
 import math
 
 import numpy as np
@@ -19,7 +20,7 @@ def test_cosine_schedule_spans_exactly_the_run() -> None:
     assert float(schedule(10)) == pytest.approx(1e-3)  # warmup ends at 10% of the steps
     assert float(schedule(100)) == pytest.approx(1e-4)  # the decay ends on the last step
     lrs = [float(schedule(i)) for i in range(10, 101)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 def test_gradient_accumulation_matches_one_big_batch() -> None:
@@ -42,7 +43,10 @@ def test_loss_approaches_the_synthetic_corpus_entropy() -> None:
     assert corpus.entropy is not None
     spec = RunSpec("s", ModelShape(1, 32, 2), tokens=600_000, seed=0)
     out = train_run(
-        spec, corpus, context=32, train=TrainConfig(batch_size=32, lr=1e-2, evals=3),
+        spec,
+        corpus,
+        context=32,
+        train=TrainConfig(batch_size=32, lr=1e-2, evals=3),
         eval_cfg=EvalConfig(tokens=100_000),
     )
     assert out.diverged_at is None and len(out.curve) == 3
@@ -56,8 +60,10 @@ def test_a_nan_is_caught_at_its_step() -> None:
     corpus = load_corpus("synthetic:order=1,symbols=16,tokens=200000", progress=False)
     spec = RunSpec("s", ModelShape(1, 16, 2), tokens=20_000, seed=0)
     out = train_run(
-        spec, corpus, context=16, train=TrainConfig(batch_size=8, lr=1e9, grad_clip=0.0,
-                                                    warmup=0.0),
+        spec,
+        corpus,
+        context=16,
+        train=TrainConfig(batch_size=8, lr=1e9, grad_clip=0.0, warmup=0.0),
         eval_cfg=EvalConfig(tokens=1000),
     )
     assert out.diverged_at is not None and math.isnan(out.loss)

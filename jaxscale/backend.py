@@ -1,0 +1,111 @@
+"""Where runs execute: the backend choice, CPU cores as devices, and the data-parallel mesh.
+
+``configure`` must run before JAX initialises its backends (the CLI calls it first thing). It
+honours ``--backend`` / ``JAXSCALE_BACKEND`` (auto | cpu | cuda | metal) and, on CPU, exposes one
+XLA host device per core: XLA runs each device's share of a step on its own thread, whereas one
+CPU device leaves most small-model work on a single core. Data parallelism over the cores roughly
+doubles a step's throughput on 2 cores (measured by ``scripts/bench_cpu.py``).
+
+Every run is data-parallel over ``data_mesh``: parameters replicated, the batch split along the
+mesh's ``data`` axis; with one device this is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxscale.errors import UserError
+
+BACKENDS = ("auto", "cpu", "cuda", "metal")
+_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+# A jitted train step with attention and its gradient: the patterns that crash jax-metal.
+_SMOKE_TEST = """
+import jax, jax.numpy as jnp
+jax.config.update("jax_platforms", "METAL")
+from jaxscale.counting import ModelShape
+from jaxscale.model import init_model, loss_fn
+graphdef, params = init_model(ModelShape(2, 64, 2), 256, 32, 0)
+grad = jax.jit(jax.value_and_grad(lambda p, b: loss_fn(graphdef, p, b)))
+loss, _ = grad(params, jnp.zeros((4, 33), jnp.int32))
+assert jnp.isfinite(loss), loss
+print(jax.devices()[0].platform)
+"""
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def configure(backend: str | None = None, *, smoke_timeout_s: float = 180.0) -> str:
+    """Choose the backend and expose CPU cores as devices; call before any JAX computation.
+
+    Args:
+      backend: auto | cpu | cuda | metal; default ``$JAXSCALE_BACKEND`` or auto. ``metal`` is
+        smoke-tested in a subprocess first (jax-metal can crash the process rather than raise);
+        if it fails or hangs, a warning is given and CPU is used.
+      smoke_timeout_s: how long the Metal smoke test may take.
+
+    Returns:
+      The backend requested after any fallback ("auto", "cpu", "cuda" or "metal").
+    """
+    choice = (backend or os.environ.get("JAXSCALE_BACKEND") or "auto").lower()
+    if choice not in BACKENDS:
+        raise UserError(f"unknown backend {choice!r} (allowed: {', '.join(BACKENDS)})")
+    if choice == "metal" and not _metal_works(smoke_timeout_s):
+        choice = "cpu"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _DEVICE_COUNT_FLAG not in flags:  # a user's own setting wins
+        os.environ["XLA_FLAGS"] = f"{flags} {_DEVICE_COUNT_FLAG}={cpu_cores()}".strip()
+    platforms = {"cpu": "cpu", "cuda": "cuda", "metal": "METAL"}.get(choice)
+    if platforms:
+        jax.config.update("jax_platforms", platforms)
+    return choice
+
+
+def _metal_works(timeout_s: float) -> bool:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SMOKE_TEST], capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        why = f"hung for {timeout_s:.0f} s"
+    else:
+        if done.returncode == 0 and done.stdout.strip().upper() == "METAL":
+            return True
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+        why = f"exit status {done.returncode}: {lines[-1][:200]}"
+    warnings.warn(
+        f"the Apple Metal backend failed its smoke test ({why}); running on CPU instead. "
+        'Install the pinned stack with: pip install "jaxscale[metal]"',
+        stacklevel=2,
+    )
+    return False
+
+
+def data_mesh(batch_size: int) -> Mesh:
+    """A 1-D ``data`` mesh over the most local devices that divide ``batch_size``."""
+    devices = jax.local_devices()
+    n = max(k for k in range(1, len(devices) + 1) if batch_size % k == 0)
+    return Mesh(np.asarray(devices[:n]), ("data",))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array (parameters, optimiser state)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """The leading (batch) axis split over the mesh's devices."""
+    return NamedSharding(mesh, PartitionSpec("data"))

@@ -1,0 +1,156 @@
+"""The core lab end to end, through the real CLI: a tiny ladder trains, fits and reports; a re-run
+skips finished runs; bad input gets one line and exit status 2 and loses nothing."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxscale
+from jaxscale.cli import main
+from jaxscale.results import load_results, read_records
+from jaxscale.sweep import sweep_lock
+
+TINY = """
+name: tiny
+corpus: stdlib
+tokenizer: bytes
+context: 32
+models:
+  - {n_layer: 1, d_model: 8, n_head: 1}
+  - {n_layer: 1, d_model: 16, n_head: 2}
+  - {n_layer: 2, d_model: 32, n_head: 2}
+  - {n_layer: 2, d_model: 64, n_head: 4}
+tokens: [2.5e4, 5.0e4, 1.0e5, 2.0e5]
+train: {batch_size: 16, lr: 1.0e-2, evals: 2}
+eval: {tokens: 2.0e4}
+"""
+
+REQUIRED = (
+    "run",
+    "n_layer",
+    "d_model",
+    "n_head",
+    "context",
+    "N",
+    "N_total",
+    "D",
+    "C",
+    "C_counted",
+    "loss",
+    "bpb",
+    "train_loss",
+    "tokens_per_s",
+    "wall_s",
+    "seed",
+    "corpus",
+    "corpus_fingerprint",
+    "tokenizer",
+    "backend",
+    "jax_version",
+    "status",
+)
+
+
+def run_cli(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("sweep")
+    config = root / "tiny.yaml"
+    config.write_text(TINY)
+    out = root / "out"
+    assert run_cli("sweep", str(config), "--out", str(out), "--quiet") == 0
+    return config, out
+
+
+def test_sweep_writes_one_complete_line_per_run(sweep_dir: tuple[Path, Path]) -> None:
+    _, out = sweep_dir
+    records = read_records(out)
+    assert len(records) == 16
+    assert all(key in r for r in records for key in REQUIRED)
+    assert {r["status"] for r in records} == {"ok"}
+    assert len({r["run"] for r in records}) == 16
+    r = records[0]
+    assert r["C"] == pytest.approx(6 * r["N"] * r["D"])
+    assert r["C_counted"] > r["C"]  # attention and the head, uncounted by 6N
+    assert r["D"] == r["steps"] * 16 * 32
+    assert r["bpb"] == pytest.approx(r["loss"] / np.log(2))  # one byte per token
+
+
+def test_loss_falls_with_n_and_with_d(sweep_dir: tuple[Path, Path]) -> None:
+    cols = load_results(sweep_dir[1])
+    N, D, loss = cols["N"], cols["D"], cols["loss"]
+    at_d = D.max() == D
+    by_n = loss[at_d][np.argsort(N[at_d])]
+    at_n = N.max() == N
+    by_d = loss[at_n][np.argsort(D[at_n])]
+    assert by_n[-1] < by_n[0] - 0.05
+    assert by_d[-1] < by_d[0] - 0.05
+
+
+def test_laws_plots_and_report(sweep_dir: tuple[Path, Path]) -> None:
+    _, out = sweep_dir
+    for name in ("laws.json", "report.md", "loss_vs_n.png", "loss_vs_d.png"):
+        assert (out / name).stat().st_size > 0
+    saved = json.loads((out / "laws.json").read_text())
+    assert {"L_N", "L_D", "L_ND"} <= set(saved["laws"])
+    law = jaxscale.load_law(out / "laws.json")  # the Chinchilla-form L(N, D) by default
+    cols = load_results(out)
+    predicted = np.asarray(law(cols["N"], cols["D"]))
+    assert np.mean(np.abs(predicted - cols["loss"]) / cols["loss"]) < 0.05
+
+
+def test_rerun_skips_finished_runs(sweep_dir: tuple[Path, Path], capsys) -> None:
+    config, out = sweep_dir
+    before = (out / "results.jsonl").read_bytes()
+    assert run_cli("sweep", str(config), "--out", str(out), "--quiet") == 0
+    assert (out / "results.jsonl").read_bytes() == before
+    assert "L_ND" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.lrr=1"], "unknown key 'train.lrr'"),
+        (["--set", "models=[{n_layer: 2, d_model: 30, n_head: 4}]"], "must divide d_model"),
+        (["--set", "train.lr=5e-3"], "different setup"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(
+    sweep_dir: tuple[Path, Path], capsys, args: list[str], message: str
+) -> None:
+    config, out = sweep_dir
+    before = (out / "results.jsonl").read_bytes()
+    assert run_cli("sweep", str(config), "--out", str(out), *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+    assert (out / "results.jsonl").read_bytes() == before
+
+
+def test_missing_config_and_running_sweep_are_refused(sweep_dir: tuple[Path, Path], capsys) -> None:
+    config, out = sweep_dir
+    assert run_cli("sweep", str(out / "nope.yaml")) == 2
+    assert "not found" in capsys.readouterr().err
+    assert (
+        run_cli(
+            "sweep",
+            str(config),
+            "--out",
+            str(out.parent / "other"),
+            "--set",
+            "corpus=text:/no/such/place",
+        )
+        == 2
+    )
+    assert "/no/such/place" in capsys.readouterr().err
+    with sweep_lock(out):
+        assert run_cli("sweep", str(config), "--out", str(out), "--quiet") == 2
+    assert "another sweep" in capsys.readouterr().err
