@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from jaxscale.errors import UserError
 from jaxscale.laws import (
@@ -47,6 +48,7 @@ def _series(
     curve: Callable | None,
     xlabel: str,
     glabel: str,
+    title: str,
 ) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(np.unique(group))))
@@ -58,8 +60,11 @@ def _series(
             grid = np.logspace(np.log10(x.min()), np.log10(x.max()), 100)
             ax.plot(grid, curve(grid, g), "-", color=color, lw=1)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on short ranges
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -68,14 +73,16 @@ def loss_vs_n(N: Any, D: Any, loss: Any, path: PathLike, law: Law | None = None)
     """Loss against N, one series per distinct D; with ``law``, the curve law(N, D) per D."""
     N, D, loss = (np.asarray(v, dtype=np.float64) for v in (N, D, loss))
     curve = None if law is None else lambda n, d: predict_loss(law, n, np.full_like(n, d))
-    return _series(N, D, loss, path, curve, "N (parameters)", "D")
+    title = "loss vs model size" + (", with the fitted L(N, D)" if law is not None else "")
+    return _series(N, D, loss, path, curve, "N (non-embedding parameters)", "D", title)
 
 
 def loss_vs_d(N: Any, D: Any, loss: Any, path: PathLike, law: Law | None = None) -> Path:
     """Loss against D, one series per distinct N; with ``law``, the curve law(N, D) per N."""
     N, D, loss = (np.asarray(v, dtype=np.float64) for v in (N, D, loss))
     curve = None if law is None else lambda d, n: predict_loss(law, np.full_like(d, n), d)
-    return _series(D, N, loss, path, curve, "D (tokens)", "N")
+    title = "loss vs training tokens" + (", with the fitted L(N, D)" if law is not None else "")
+    return _series(D, N, loss, path, curve, "D (training tokens)", "N", title)
 
 
 def isoflop(N: Any, loss: Any, C: Any, result: IsoFlopResult, path: PathLike) -> Path:

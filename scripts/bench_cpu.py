@@ -6,6 +6,9 @@ Python (a separate venv with torch) as a subprocess. Each repeat times the JAX s
 reference back to back, so that both see the same machine load; the printed numbers are medians
 over the repeats, and each repeat is itself the median of its timed steps.
 
+The JAX step runs as ``train_run`` runs it: ``jaxscale.backend.configure`` exposes one XLA host
+device per core and the batch is split over them (``--devices 1`` times a single device).
+
 The reference hard-codes d_model 128, 4 heads, context 256, batch 32 and vocabulary 256 (only
 its layer count is an argument): for any other shape only the JAX step is timed.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import re
 import statistics
 import subprocess
@@ -30,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale.backend import batch_sharded, configure, data_mesh, replicated
 from jaxscale.config import TrainConfig
 from jaxscale.counting import ModelShape
 from jaxscale.model import init_model
@@ -51,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--vocab", type=int, default=256)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--devices", type=int, default=None, help="CPU devices (default: one a core)")
     p.add_argument("--steps", type=int, default=12, help="timed steps per repeat (>= 12)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps after compiling")
     p.add_argument("--repeats", type=int, default=3, help="JAX-then-torch measurements")
@@ -72,11 +78,13 @@ def make_jax_step(args: argparse.Namespace) -> Callable[[], None]:
     cfg = TrainConfig(batch_size=args.batch, dtype=args.dtype)
     shape = ModelShape(args.layers, args.d_model, args.heads)
     graphdef, params = init_model(shape, args.vocab, args.context, seed=0, dtype=args.dtype)
-    opt_state = make_optimizer(cfg).init(params)
+    mesh = data_mesh(args.batch)
+    params, opt_state = jax.device_put((params, make_optimizer(cfg).init(params)), replicated(mesh))
     step_fn = functools.partial(train_step, graphdef=graphdef, cfg=cfg)
     rng = np.random.default_rng(0)
-    batch_BxLp1 = jnp.asarray(
-        rng.integers(0, args.vocab, (args.batch, args.context + 1)), jnp.int32
+    batch_BxLp1 = jax.device_put(
+        rng.integers(0, args.vocab, (args.batch, args.context + 1)).astype(np.int32),
+        batch_sharded(mesh),
     )
     lr = jnp.float32(1e-3)
     state = [params, opt_state]
@@ -88,7 +96,8 @@ def make_jax_step(args: argparse.Namespace) -> Callable[[], None]:
     t0 = time.perf_counter()
     one_step()
     print(
-        f"jax: {jax.__version__} on {jax.default_backend()}, first step (compile) "
+        f"jax: {jax.__version__} on {jax.default_backend()} x {mesh.size} devices, "
+        "first step (compile) "
         f"{time.perf_counter() - t0:.1f}s",
         flush=True,
     )
@@ -126,6 +135,9 @@ def run_torch(args: argparse.Namespace) -> dict[str, float]:
 
 def main() -> None:
     args = parse_args()
+    if args.devices:
+        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    configure("cpu")
     torch_ok = args.torch_python is not None and args.reference.exists()
     shape = (args.d_model, args.heads, args.context, args.batch, args.vocab)
     if args.torch_python is None:

@@ -1,0 +1,41 @@
+"""Data parallelism: one run split over 8 (forced) CPU devices trains the same model as on 1."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import json
+from jaxscale.backend import configure
+configure("cpu")
+import jax
+from jaxscale.config import EvalConfig, RunSpec, TrainConfig
+from jaxscale.counting import ModelShape
+from jaxscale.data import load_corpus
+from jaxscale.train import train_run
+corpus = load_corpus("synthetic:order=1,symbols=16,tokens=200000", progress=False)
+out = train_run(RunSpec("r", ModelShape(2, 32, 2), 40_000, 0), corpus, context=32,
+                train=TrainConfig(batch_size=16, lr=1e-2, evals=2),
+                eval_cfg=EvalConfig(tokens=8192))
+print(json.dumps({"devices": out.devices, "loss": out.loss, "curve": out.curve}))
+"""
+
+
+def run_with_devices(n: int) -> dict:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_eight_devices_match_one() -> None:
+    one, eight = run_with_devices(1), run_with_devices(8)
+    assert (one["devices"], eight["devices"]) == (1, 8)
+    assert eight["loss"] == pytest.approx(one["loss"], abs=2e-4)
+    for (t1, l1), (t8, l8) in zip(one["curve"], eight["curve"], strict=True):
+        assert t1 == t8 and l8 == pytest.approx(l1, abs=2e-4)
