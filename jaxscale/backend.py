@@ -94,6 +94,29 @@ def _metal_works(timeout_s: float) -> bool:
     return False
 
 
+def _on_metal() -> bool:
+    return jax.default_backend().upper() == "METAL"
+
+
+def supports_donation() -> bool:
+    """Whether the backend can donate buffers to a jitted step (jax-metal cannot)."""
+    return not _on_metal()
+
+
+def compute_dtype(requested: str) -> str:
+    """The compute dtype for ``requested`` (auto | float32 | bfloat16) on this backend.
+
+    auto is bfloat16 on GPUs (float32 master weights) and float32 elsewhere; Metal has no bfloat16,
+    so a request for it falls back to float32 there with a warning.
+    """
+    if requested == "auto":
+        return "bfloat16" if jax.default_backend() == "gpu" else "float32"
+    if requested == "bfloat16" and _on_metal():
+        warnings.warn("Apple Metal has no bfloat16: computing in float32", stacklevel=2)
+        return "float32"
+    return requested
+
+
 def data_mesh(batch_size: int) -> Mesh:
     """A 1-D ``data`` mesh over the most local devices that divide ``batch_size``."""
     devices = jax.local_devices()

@@ -31,7 +31,7 @@ class ConfigError(UserError):
 
 
 SCHEDULES = ("cosine", "constant")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 TOKENIZERS = ("bytes", "gpt2")
 
 
@@ -49,7 +49,9 @@ class TrainConfig:
     beta2: float = 0.95  # Adam second-moment decay
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 disables)
     accum: int = 1  # micro-batches per step: gradient accumulation inside one jitted step
-    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    # compute dtype: auto (bfloat16 on GPU, float32 on CPU and Metal) | float32 | bfloat16;
+    # parameters and optimiser state stay float32 either way
+    dtype: str = "auto"
     evals: int = 4  # validation points along the run, the final one included
 
 

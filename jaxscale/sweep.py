@@ -103,6 +103,7 @@ def make_record(
         "epochs": d / corpus.unique_train_tokens,
         "tokens_per_s": outcome.tokens_per_s,
         "devices": outcome.devices,
+        "dtype": outcome.dtype,
         "spikes": outcome.spikes,
         "max_grad_norm": outcome.max_grad_norm,
         "resumed_at": outcome.resumed_at,

@@ -24,7 +24,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxscale.backend import batch_sharded, data_mesh, replicated
+from jaxscale.backend import (
+    batch_sharded,
+    compute_dtype,
+    data_mesh,
+    replicated,
+    supports_donation,
+)
 from jaxscale.checkpoint import RunCheckpoints
 from jaxscale.config import EvalConfig, RunSpec, TrainConfig
 from jaxscale.data import Corpus, batch_dataset, eval_batches
@@ -61,8 +67,7 @@ def lr_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"), donate_argnums=(0, 1))
-def train_step(
+def _train_step(
     params: nnx.State,
     opt_state: optax.OptState,
     batch: jax.Array,
@@ -88,6 +93,11 @@ def train_step(
     updates, opt_state = make_optimizer(cfg).update(grads, opt_state, params)
     params = optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
     return params, opt_state, {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads)}
+
+
+train_step = jax.jit(_train_step, static_argnames=("graphdef", "cfg"), donate_argnums=(0, 1))
+# jax-metal cannot donate buffers (REFERENCE.md): the same step without donation for it.
+_train_step_kept = jax.jit(_train_step, static_argnames=("graphdef", "cfg"))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -128,6 +138,7 @@ class RunOutcome:
     wall_s: float  # training + evaluation time over every attempt, compilation included
     tokens_per_s: float  # training throughput after the first (compiling) step, evals excluded
     devices: int  # devices the batch was split over
+    dtype: str  # the compute dtype used
     spikes: int  # steps whose loss jumped well above its running average
     max_grad_norm: float
     resumed_at: int  # the step a checkpoint restored (0: trained from scratch)
@@ -204,7 +215,8 @@ def train_run(
     log_every = max(1, steps // 200)
 
     mesh = data_mesh(train.batch_size)
-    graphdef, params = init_model(spec.shape, corpus.n_vocab, context, spec.seed, train.dtype)
+    dtype = compute_dtype(train.dtype)
+    graphdef, params = init_model(spec.shape, corpus.n_vocab, context, spec.seed, dtype)
     state = (params, make_optimizer(train).init(params))
     batches = iter(
         batch_dataset(
@@ -222,7 +234,8 @@ def train_run(
     resumed_at = loop.step
     params, opt_state = jax.device_put(state, replicated(mesh))
     log = MetricsLog(run_dir / "metrics.jsonl", loop.step) if run_dir else None
-    step_fn = functools.partial(train_step, graphdef=graphdef, cfg=train)
+    jitted = train_step if supports_donation() else _train_step_kept
+    step_fn = functools.partial(jitted, graphdef=graphdef, cfg=train)
 
     def save() -> None:
         if ckpt:
@@ -283,6 +296,7 @@ def train_run(
         wall_s=loop.elapsed_s + t_end - t_start,
         tokens_per_s=timed_steps * tokens_per_step / timed_s if timed_steps > 0 else math.nan,
         devices=mesh.size,
+        dtype=dtype,
         spikes=loop.spikes,
         max_grad_norm=loop.max_grad_norm,
         resumed_at=resumed_at,

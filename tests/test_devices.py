@@ -39,3 +39,22 @@ def test_eight_devices_match_one() -> None:
     assert eight["loss"] == pytest.approx(one["loss"], abs=2e-4)
     for (t1, l1), (t8, l8) in zip(one["curve"], eight["curve"], strict=True):
         assert t1 == t8 and l8 == pytest.approx(l1, abs=2e-4)
+
+
+def test_backend_metal_without_the_plugin_warns_once_and_runs_on_cpu(tmp_path) -> None:
+    config = tmp_path / "m.yaml"
+    config.write_text(
+        "name: m\ncorpus: synthetic:order=1,symbols=16,tokens=100000\ncontext: 16\n"
+        "models: [{n_layer: 1, d_model: 16, n_head: 2}]\ntokens: [8192]\n"
+        "train: {batch_size: 8, evals: 1}\neval: {tokens: 2048}\n"
+    )
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", "from jaxscale.cli import main; main()", "--backend", "metal",
+         "sweep", str(config), "--out", str(out), "--quiet", "--no-fit"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("Metal backend failed its smoke test") == 1
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["backend"] == "cpu" and record["status"] == "ok"

@@ -8,6 +8,7 @@ line on stderr with exit status 2, never a traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -34,8 +35,13 @@ for _command in (*lab.COMMANDS, *laws.COMMANDS):
     cli.add_command(_command)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object) -> str:
+    return f"jaxscale: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script; maps user errors to one line and exit status 2."""
+    warnings.formatwarning = _one_line_warning  # warnings read as one line, not a source dump
     try:
         cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
