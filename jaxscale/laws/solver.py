@@ -44,7 +44,7 @@ class Solver(NamedTuple):
     ftol: float = 1e-9
     memory: int = 10
     linesearch: str = "backtracking"
-    linesearch_steps: int = 6
+    linesearch_steps: int = 5  # 6 -> 5: 2.5 s -> 2.1 s on the replication grid, same optimum
     chunk: int = 16
     chunk_iter: int = 8
     max_restarts: int = 1
