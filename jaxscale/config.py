@@ -74,6 +74,14 @@ class RunSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RunPoint:
+    """One explicit run, for sets that are not a grid (an IsoFLOP set: N varies, C = 6ND fixed)."""
+
+    model: ModelShape
+    tokens: float  # D, training tokens
+
+
+@dataclass(frozen=True, slots=True)
 class SweepConfig:
     """A ladder: every model shape trained on every token count."""
 
@@ -85,12 +93,19 @@ class SweepConfig:
     models: tuple[ModelShape, ...] = (PRESETS["tiny"],)  # the ladder's shapes, or preset names
     tokens: tuple[float, ...] = ()  # training tokens per run ...
     tokens_per_param: tuple[float, ...] = ()  # ... or tokens per non-embedding parameter
+    points: tuple[RunPoint, ...] = ()  # ... or explicit (model, tokens) runs instead of a grid
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint_every: float = 300.0  # seconds between a running run's checkpoints (0: every step)
 
     def runs(self) -> list[RunSpec]:
         """The sweep's runs, smallest model first, then fewest tokens first."""
+        if self.points:
+            pts = sorted(self.points, key=lambda p: (non_embedding_params(p.model), p.tokens))
+            return [
+                RunSpec(f"{p.model.label}_D{_human(p.tokens)}", p.model, int(p.tokens), self.seed)
+                for p in pts
+            ]
         out = []
         for shape in sorted(self.models, key=non_embedding_params):
             if self.tokens:
@@ -104,7 +119,7 @@ class SweepConfig:
     def fingerprint(self) -> str:
         """A short hash of everything that shapes a run's result except its own (model, tokens)."""
         blob = dataclasses.asdict(self)
-        for key in ("name", "models", "tokens", "tokens_per_param", "checkpoint_every"):
+        for key in ("name", "models", "tokens", "tokens_per_param", "points", "checkpoint_every"):
             blob.pop(key)
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -248,17 +263,21 @@ def _validate(cfg: SweepConfig) -> None:
             f"'tokenizer' must be one of {', '.join(TOKENIZERS)}, got {cfg.tokenizer!r}"
         )
     positive("context", cfg.context)
-    if not cfg.models:
+    if not cfg.models and not cfg.points:
         raise ConfigError("'models' must list at least one model shape")
-    for i, m in enumerate(cfg.models):
+    shapes = [(f"models[{i}]", m) for i, m in enumerate(cfg.models)]
+    shapes += [(f"points[{i}].model", p.model) for i, p in enumerate(cfg.points)]
+    for where, m in shapes:
         for attr in ("n_layer", "d_model", "n_head"):
-            positive(f"models[{i}].{attr}", getattr(m, attr))
+            positive(f"{where}.{attr}", getattr(m, attr))
         if m.d_model % m.n_head:
-            raise ConfigError(
-                f"'models[{i}].n_head' ({m.n_head}) must divide d_model ({m.d_model})"
-            )
-    if bool(cfg.tokens) == bool(cfg.tokens_per_param):
-        raise ConfigError("give exactly one of 'tokens' or 'tokens_per_param' (a list of numbers)")
+            raise ConfigError(f"'{where}.n_head' ({m.n_head}) must divide d_model ({m.d_model})")
+    if sum(map(bool, (cfg.tokens, cfg.tokens_per_param, cfg.points))) != 1:
+        raise ConfigError(
+            "give exactly one of 'tokens' or 'tokens_per_param' (a list of numbers) or 'points'"
+        )
+    for i, p in enumerate(cfg.points):
+        positive(f"points[{i}].tokens", p.tokens)
     for i, t in enumerate(cfg.tokens):
         positive(f"tokens[{i}]", t)
     for i, t in enumerate(cfg.tokens_per_param):

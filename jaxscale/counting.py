@@ -15,7 +15,6 @@ FLOPs per training token (forward + backward = 3x forward):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 
@@ -104,8 +103,22 @@ def shape_for_depth(n_layer: int, *, aspect: int = 64, head_dim: int = 64) -> Mo
 
 
 def shapes_near(n_target: float, k: int = 4) -> list[ModelShape]:
-    """The ``k`` depth-dial shapes whose non-embedding N lie closest to ``n_target`` (in log space),
-    sorted by size, so that they straddle it where the dial allows."""
-    candidates = [shape_for_depth(depth) for depth in range(1, 97)]
-    candidates.sort(key=lambda s: abs(math.log(non_embedding_params(s) / n_target)))
-    return sorted(candidates[:k], key=non_embedding_params)
+    """``k`` shapes straddling ``n_target`` non-embedding parameters: the k/2 largest below it and
+    the rest smallest above it, sorted by size.
+
+    Candidates are nanochat's depth dial (aspect 64, heads of 64) and, for the very small models a
+    laptop budget calls for, thinner dials up to depth 6 (aspect 32 and 16, heads of 32 and 16).
+    """
+    dials = [(64, 64, 96), (32, 32, 6), (16, 16, 6)]  # (aspect, head_dim, deepest)
+    shapes = [
+        shape_for_depth(depth, aspect=aspect, head_dim=head_dim)
+        for aspect, head_dim, deepest in dials
+        for depth in range(1, deepest + 1)
+    ]
+    candidates = {non_embedding_params(s): s for s in shapes}
+    sizes = sorted(candidates)
+    below = [n for n in sizes if n <= n_target]
+    above = [n for n in sizes if n > n_target]
+    n_below = min(len(below), max(k // 2, k - len(above)))
+    chosen = below[len(below) - n_below :] + above[: k - n_below]
+    return [candidates[n] for n in chosen]

@@ -81,11 +81,7 @@ def write_report(out_dir: Path) -> dict[str, FitResult]:
         n_runs=len(ok),
         written=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    law = fits["L_ND"].law if "L_ND" in fits else None
-    figures = [
-        plots.loss_vs_n(cols["N"], cols["D"], cols["loss"], out_dir / "loss_vs_n.png", law=law),
-        plots.loss_vs_d(cols["N"], cols["D"], cols["loss"], out_dir / "loss_vs_d.png", law=law),
-    ]
+    figures = plots.law_figures(cols, fits, out_dir)
     (out_dir / "report.md").write_text(_markdown(records, fits, skipped, figures, provenance))
     return fits
 

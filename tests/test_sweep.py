@@ -154,3 +154,21 @@ def test_missing_config_and_running_sweep_are_refused(sweep_dir: tuple[Path, Pat
     with sweep_lock(out):
         assert run_cli("sweep", str(config), "--out", str(out), "--quiet") == 2
     assert "another sweep" in capsys.readouterr().err
+
+
+def test_isoflop_run_trains_the_shapes_around_n_opt_at_that_budget(tmp_path: Path) -> None:
+    config = tmp_path / "base.yaml"
+    config.write_text(
+        "name: base\ncorpus: synthetic:order=1,symbols=16,tokens=300000\ncontext: 16\n"
+        "models: [tiny]\ntokens: [1]\ntrain: {batch_size: 8, evals: 1}\neval: {tokens: 2048}\n"
+    )
+    out, summary = tmp_path / "iso", tmp_path / "iso.json"
+    args = ["isoflop", "--C", "2e9", "--run", "--config", str(config), "--out", str(out)]
+    assert run_cli(*args, "--json", str(summary)) == 0
+    n_opt = json.loads(summary.read_text())["N_opt"]
+    records = read_records(out)
+    assert len(records) == 4
+    sizes = sorted(r["N"] for r in records)
+    assert sizes[0] < n_opt < sizes[-1]  # the shapes straddle the optimum
+    for r in records:  # every run spends the budget: C = 6ND, up to whole steps of 128 tokens
+        assert r["C"] == pytest.approx(2e9, rel=0.02)

@@ -7,6 +7,7 @@ the input raise :class:`jaxscale.errors.UserError`, which the group prints as on
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import click
 import numpy as np
 
 from jaxscale import counting, machine
+from jaxscale.config import SweepConfig, config_from_dict, load_config
 from jaxscale.errors import UserError
 from jaxscale.laws import (
     GPU_PEAK_TFLOPS,
@@ -36,7 +38,10 @@ from jaxscale.laws import (
     load_law,
     predict_loss,
 )
+from jaxscale.report import summary as report_summary
+from jaxscale.report import write_report
 from jaxscale.results import RESULTS_FILE, load_results, read_records
+from jaxscale.sweep import default_out_dir, run_sweep
 
 JSON_OPTION = click.option(
     "--json",
@@ -175,11 +180,39 @@ def fit(
     _write_json(json_path, payload)
 
 
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 @click.command()
 @click.option("--C", "C", type=float, required=True, help="Compute budget in FLOPs.")
 @LAW_OPTION
 @JSON_OPTION
-def isoflop(C: float, law_name: str, json_path: Path | None) -> None:
+@click.option("--run", is_flag=True, help="Train the shapes below at this budget as a sweep.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --run: corpus and training settings (its models and tokens are replaced).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --run: the sweep directory (default reports/isoflop-<C>/).",
+)
+def isoflop(
+    C: float,
+    law_name: str,
+    json_path: Path | None,
+    run: bool,
+    config_path: Path | None,
+    out: Path | None,
+) -> None:
     """The compute-optimal model at budget --C, its IsoFLOP profile and concrete shapes."""
     law = load_law(law_name)
     al = compute_optimal(law, C)
@@ -212,7 +245,7 @@ def isoflop(C: float, law_name: str, json_path: Path | None) -> None:
         line = f"  {s.label:<14} {n:>10.3g} {row['D']:>10.3g}"
         if flops_per_s:
             row["hours"] = C / flops_per_s / 3600
-            line += f"  {row['hours']:.2f} h"
+            line += f"  {_duration(row['hours'] * 3600)}"
         shapes.append(row)
         click.echo(line)
     if not flops_per_s:
@@ -227,6 +260,19 @@ def isoflop(C: float, law_name: str, json_path: Path | None) -> None:
             "flops_per_s": flops_per_s,
         },
     )
+    if run:
+        base = load_config(config_path) if config_path else SweepConfig()
+        points = [{"model": dataclasses.asdict(s), "tokens": C / (6 * r["N"])}
+                  for s, r in zip(counting.shapes_near(al.N_opt), shapes, strict=True)]  # fmt: skip
+        name = f"isoflop-{C:.3g}"
+        cfg = config_from_dict(
+            {**base.to_dict(), "name": name, "tokens": [], "tokens_per_param": [], "points": points}
+        )
+        out_dir = out or default_out_dir(cfg)
+        run_sweep(cfg, out_dir)
+        fits = write_report(out_dir)
+        click.echo(report_summary(fits))
+        click.echo(f"IsoFLOP sweep: {out_dir}/results.jsonl, report {out_dir}/report.md")
 
 
 @click.command()
