@@ -116,7 +116,7 @@ def test_isoflop_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(machine, "measured_flops_per_s", lambda *a: 1e12)
     out_json = tmp_path / "iso.json"
     code, out, _ = run(["isoflop", "--C", "1e18", "--json", str(out_json)], capsys)
-    assert code == 0 and "IsoFLOP profile" in out and " h" in out
+    assert code == 0 and "IsoFLOP profile" in out and "est. time" in out
     res = json.loads(out_json.read_text())
     assert res["N_opt"] == pytest.approx(8.1e7, rel=0.02)
     assert res["D_opt"] == pytest.approx(2.1e9, rel=0.03) and res["loss"] > 0
@@ -179,6 +179,24 @@ def test_ttc_power_and_coverage(tmp_path, capsys):
     code, _, _ = run(["ttc", str(data), "--form", "coverage", "--json", str(out_json)], capsys)
     res = json.loads(out_json.read_text())
     assert code == 0 and res["a"] == pytest.approx(-2.0, abs=0.01) and res["r2"] > 0.999
+
+
+def test_plot_option_draws_each_approach_and_the_test_time_law(
+    ladder_csv, sweep_dir, tmp_path, capsys
+):
+    def drawn(argv: list[str], folder: str) -> set[str]:
+        code, out, _ = run([*argv, "--plot", str(tmp_path / folder)], capsys)
+        assert code == 0 and "figures:" in out
+        return {p.name for p in (tmp_path / folder).iterdir() if p.stat().st_size > 0}
+
+    assert {"loss_vs_n.png", "residuals.png"} <= drawn(["fit", str(ladder_csv)], "a3")
+    assert {"isoflop.png", "frontier.png"} <= drawn(
+        ["fit", str(sweep_dir), "--approach", "2"], "a2"
+    )
+    assert drawn(["fit", str(sweep_dir), "--approach", "1"], "a1") == {"frontier.png"}
+    T = np.logspace(0, 2, 8)
+    data = write_csv(tmp_path / "t.csv", ["T", "accuracy"], zip(T, 0.1 * T**0.3, strict=True))
+    assert drawn(["ttc", str(data)], "ttc") == {"test_time.png"}
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import numpy as np
 
-from jaxscale import counting, machine
+from jaxscale import counting, machine, plots
 from jaxscale.config import SweepConfig, config_from_dict, load_config
 from jaxscale.errors import UserError
 from jaxscale.laws import (
@@ -49,6 +49,13 @@ JSON_OPTION = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Also write the result as JSON to this path.",
+)
+PLOT_OPTION = click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the data with the fitted law into this directory (PNG).",
 )
 LAW_OPTION = click.option(
     "--law",
@@ -125,6 +132,7 @@ def _column(cols: dict[str, np.ndarray], name: str, data: Path) -> np.ndarray:
 @click.option("--d-col", default="D", show_default=True, help="Column of training tokens.")
 @click.option("--c-col", default="C", show_default=True, help="Column of compute (FLOPs).")
 @click.option("--loss-col", default="loss", show_default=True, help="Column of the loss.")
+@PLOT_OPTION
 def fit(
     data: Path,
     approach: str,
@@ -136,6 +144,7 @@ def fit(
     d_col: str,
     c_col: str,
     loss_col: str,
+    plot_dir: Path | None,
 ) -> None:
     """Fit a scaling law to DATA: a sweep directory or a CSV with N, loss and D or C.
 
@@ -150,16 +159,25 @@ def fit(
     else:
         C = _column(cols, c_col, data)
         D = C / (6 * N)
+    table = {"N": N, "D": D, "C": C, "loss": loss}
     if approach == "1":
         pts = curves_from_records(records) if records else (N, C, loss)
         result = fit_envelope(*pts, bootstrap=bootstrap)
         click.echo("Approach 1 (lower envelope of loss against FLOPs)\n" + result.report())
         _write_json(json_path, result.to_dict())
+        if plot_dir:
+            env = result.points
+            _echo_figures(
+                [plots.frontier(env["C"], env["N"], result.a, result.N_opt.G,
+                                plot_dir / "frontier.png", ci=result.N_opt.ci)]
+            )  # fmt: skip
         return
     if approach == "2":
         result = fit_isoflop(N, D, loss, C, bootstrap=bootstrap)
         click.echo("Approach 2 (IsoFLOP profiles)\n" + result.report())
         _write_json(json_path, result.to_dict())
+        if plot_dir:
+            _echo_figures(plots.law_figures(table, {}, plot_dir))
         return
     if form == "chinchilla":
         res = fit_chinchilla(N, D, loss, bootstrap=bootstrap, holdout=holdout)
@@ -178,6 +196,11 @@ def fit(
         payload["optimal"] = {"a": al.a, "b": al.b, "G": al.G}
         click.echo(f"compute-optimal: N_opt = {al.G:.4g}·(C/6)^{al.a:.3f}, D_opt ∝ C^{al.b:.3f}")
     _write_json(json_path, payload)
+    if plot_dir:
+        if form == "power":
+            _echo_figures([plots.residuals(x[keep], res, plot_dir / "residuals.png", x_name)])
+        else:
+            _echo_figures(plots.law_figures(table, {"L_ND": res}, plot_dir))
 
 
 def _duration(seconds: float) -> str:
@@ -377,7 +400,10 @@ def predict(
 )
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, help="Resamples for CIs.")
 @JSON_OPTION
-def ttc(data: Path, form: str, bootstrap: int, json_path: Path | None) -> None:
+@PLOT_OPTION
+def ttc(
+    data: Path, form: str, bootstrap: int, json_path: Path | None, plot_dir: Path | None
+) -> None:
     """Fit a test-time-compute law to a CSV of T, accuracy and optionally N."""
     if not data.is_file():
         raise UserError(f"{data} does not exist")
@@ -391,6 +417,9 @@ def ttc(data: Path, form: str, bootstrap: int, json_path: Path | None) -> None:
         _write_json(
             json_path, {"form": "coverage", **res.params, "r2": res.r2, "fit": res.to_dict()}
         )
+        if plot_dir:
+            law = res.law
+            _echo_figures([plots.test_time(T, acc, plot_dir / "coverage.png", lambda n, t: law(t))])
         return
     N = _column(cols, "N", data) if "N" in cols else None
     res = fit_test_time(T, acc, N, bootstrap=bootstrap)
@@ -417,6 +446,13 @@ def ttc(data: Path, form: str, bootstrap: int, json_path: Path | None) -> None:
                 f"({trade['target']:.3f})"
             )
     _write_json(json_path, out)
+    if plot_dir:
+        # without N the law was fitted as α·T^β, which is the law at N = 1 (test_time's default)
+        _echo_figures([plots.test_time(T, acc, plot_dir / "test_time.png", res.law, N)])
+
+
+def _echo_figures(paths: list[Path]) -> None:
+    click.echo("figures: " + ", ".join(str(p) for p in paths))
 
 
 COMMANDS: list[click.Command] = [fit, isoflop, plan, predict, ttc]
