@@ -234,6 +234,15 @@ def train_run(
     resumed_at = loop.step
     params, opt_state = jax.device_put(state, replicated(mesh))
     log = MetricsLog(run_dir / "metrics.jsonl", loop.step) if run_dir else None
+    if run_dir:  # what the run is planned to be, for tools reading its directory mid-way
+        plan = {
+            "run": spec.name,
+            "steps": steps,
+            "tokens": steps * tokens_per_step,
+            "warmup_steps": round(train.warmup * steps),
+            "schedule": train.schedule,
+        }
+        (run_dir / "run.json").write_text(json.dumps(plan) + "\n")
     jitted = train_step if supports_donation() else _train_step_kept
     step_fn = functools.partial(jitted, graphdef=graphdef, cfg=train)
 

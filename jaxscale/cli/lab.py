@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from jaxscale.config import load_config
+from jaxscale.extrapolate import extrapolate_run
 from jaxscale.report import summary, write_report
 from jaxscale.sweep import default_out_dir, run_sweep
 
@@ -51,10 +52,27 @@ def report(directory: Path) -> None:
     _report(directory)
 
 
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--fraction", type=float, default=0.2, show_default=True,
+              help="Share of the run's tokens to fit.")  # fmt: skip
+def extrapolate(run_dir: Path, fraction: float) -> None:
+    """Predict a run's final loss from the first --fraction of its training curve (DIR/runs/RUN)."""
+    e = extrapolate_run(run_dir, fraction)
+    click.echo(
+        f"{e.run}: L(t) = L_inf + A·t^-alpha fitted to the first {fraction:.0%} of its tokens"
+    )
+    click.echo(e.fit.report())
+    line = f"predicted final loss at D = {e.tokens:,}: {e.predicted:.4f}"
+    if e.actual is not None:
+        line += f"; measured {e.actual:.4f} (error {100 * e.relative_error:+.2f}%)"
+    click.echo(line)
+
+
 def _report(out_dir: Path) -> None:
     fits = write_report(out_dir)
     click.echo(summary(fits))
     click.echo(f"laws: {out_dir}/laws.json   report: {out_dir}/report.md")
 
 
-COMMANDS: list[click.Command] = [sweep, report]
+COMMANDS: list[click.Command] = [sweep, report, extrapolate]
