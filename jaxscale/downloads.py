@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from jaxscale.data import DataError
+from jaxscale.errors import DataError
 
 PROBE_TIMEOUT = 3.0  # seconds for the reachability probe, DNS included
 READ_TIMEOUT = 30.0  # seconds a connect or a read may stall before the download fails

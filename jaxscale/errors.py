@@ -12,3 +12,7 @@ class UserError(Exception):
 
 class FitDataError(UserError):
     """A table a law cannot be fitted to: too few points, non-positive or missing values."""
+
+
+class DataError(UserError):
+    """A user-facing data problem; ``str(e)`` is one clear line (the CLI prints it, exits 2)."""

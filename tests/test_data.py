@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tiktoken
 
-from jaxscale import data, downloads
+from jaxscale import data, downloads, synthetic
 from jaxscale.data import DataError, batch_dataset, eval_batches, get_tokenizer, load_corpus
 
 SMALL_SYNTHETIC = "synthetic:tokens=400000,doc=2048"
@@ -104,11 +104,11 @@ def test_stdlib_is_deterministic_cached_and_split(cache: Path) -> None:
 
 def test_synthetic_entropy_matches_counts(cache: Path) -> None:
     corpus = load_corpus(SMALL_SYNTHETIC, cache_dir=cache, progress=False)
-    spec = data.Synthetic.parse(SMALL_SYNTHETIC.partition(":")[2])
+    spec = synthetic.Synthetic.parse(SMALL_SYNTHETIC.partition(":")[2])
     assert corpus.entropy == pytest.approx(spec.entropy_rate())
     # symbol index of every token, then bigram counts over the training stream
     index = np.full(256, -1)
-    index[data._SYMBOLS[: spec.symbols]] = np.arange(spec.symbols)
+    index[synthetic._SYMBOLS[: spec.symbols]] = np.arange(spec.symbols)
     x_tokens = np.array(corpus.train)
     x = index[x_tokens]
     assert (x >= 0).all()
@@ -132,7 +132,7 @@ def test_synthetic_entropy_matches_counts(cache: Path) -> None:
 
 
 def test_synthetic_is_deterministic_and_order_two_is_exact() -> None:
-    spec = data.Synthetic.parse("order=2,symbols=6,doc=64,seed=3")
+    spec = synthetic.Synthetic.parse("order=2,symbols=6,doc=64,seed=3")
     assert np.array_equal(spec.sample(4, 1, 0), spec.sample(4, 1, 0))
     assert not np.array_equal(spec.sample(4, 1, 0), spec.sample(4, 2, 0))
     pi, P = spec.stationary(), spec.transitions()
