@@ -191,11 +191,15 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     if unknown:
         key = f"{where}{unknown[0]}"
         raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(names)})")
-    kwargs = {name: _coerce(hints[name], raw[name], f"{where}{name}") for name in raw}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # a required field is missing
-        raise ConfigError(f"'{where.rstrip('.') or 'config'}': {e}") from None
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in raw]
+    if missing:
+        raise ConfigError(f"missing key '{where}{missing[0]}' (required: {', '.join(required)})")
+    return cls(**{name: _coerce(hints[name], raw[name], f"{where}{name}") for name in raw})
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
