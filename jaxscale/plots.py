@@ -29,6 +29,7 @@ from jaxscale.laws import (
 from jaxscale.results import as_columns
 
 PathLike = str | os.PathLike[str]
+MAX_LEGEND = 10  # past this many series, a colour bar replaces the legend
 
 
 def _save(fig: plt.Figure, path: PathLike) -> Path:
@@ -51,21 +52,37 @@ def _series(
     title: str,
 ) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(np.unique(group))))
-    for color, g in zip(colors, np.unique(group), strict=True):
+    groups = np.unique(group)
+    # A ladder has a few groups, one legend entry each; a table where every point has its own
+    # group (an IsoFLOP set, a scattered CSV) is coloured by log10(group) on a colour bar instead,
+    # with the law drawn for five representative groups.
+    many = len(groups) > MAX_LEGEND
+    lo, hi = np.log10(groups.min()), np.log10(groups.max())
+
+    def color(g: float) -> tuple:
+        return plt.cm.viridis(0.9 * (np.log10(g) - lo) / (hi - lo) if hi > lo else 0.0)
+
+    grid = np.logspace(np.log10(x.min()), np.log10(x.max()), 100)
+    for g in groups:
         m = group == g
         order = np.argsort(x[m])
-        ax.plot(x[m][order], loss[m][order], "o", color=color, label=f"{glabel}={g:.3g}")
-        if curve is not None:
-            grid = np.logspace(np.log10(x.min()), np.log10(x.max()), 100)
-            ax.plot(grid, curve(grid, g), "-", color=color, lw=1)
+        label = None if many else f"{glabel}={g:.3g}"
+        ax.plot(x[m][order], loss[m][order], "o", color=color(g), ms=4 if many else 6, label=label)
+    if curve is not None:
+        shown = groups[np.linspace(0, len(groups) - 1, 5).astype(int)] if many else groups
+        for g in shown:
+            ax.plot(grid, curve(grid, g), "-", color=color(g), lw=1)
+    if many:
+        bar = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(lo, lo + (hi - lo) / 0.9))
+        fig.colorbar(bar, ax=ax, label=f"log10 {glabel}")
+    else:
+        ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on short ranges
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
