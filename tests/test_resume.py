@@ -85,6 +85,8 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path: Path) -> No
     for f in (tmp_path / "c" / "2").rglob("*"):
         if f.is_file() and "d" in f.parent.name:  # the array data of checkpoint 2
             f.write_bytes(b"garbage")
+    reader = RunCheckpoints(tmp_path / "c", every_s=0)
     with pytest.warns(UserWarning, match="checkpoint 2 is unreadable"):
-        step, state, meta = RunCheckpoints(tmp_path / "c", every_s=0).restore(like)
+        step, state, meta = reader.restore(like)
+    reader.close()
     assert step == 1 and meta == {"step": 1} and float(state["w"][0]) == 1.0
