@@ -42,14 +42,14 @@ def sweep(
     ok = sum(r["status"] == "ok" for r in records)
     click.echo(f"{ok} of {len(records)} runs finished in {out_dir}/results.jsonl")
     if not no_fit:
-        _report(out_dir)
+        echo_report(out_dir)
 
 
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def report(directory: Path) -> None:
     """Refit the laws of a sweep DIRECTORY and rewrite its laws.json, figures and report.md."""
-    _report(directory)
+    echo_report(directory)
 
 
 @click.command()
@@ -69,7 +69,8 @@ def extrapolate(run_dir: Path, fraction: float) -> None:
     click.echo(line)
 
 
-def _report(out_dir: Path) -> None:
+def echo_report(out_dir: Path) -> None:
+    """Fit and write a sweep directory's report, then print the laws and where they went."""
     fits = write_report(out_dir)
     click.echo(summary(fits))
     click.echo(f"laws: {out_dir}/laws.json   report: {out_dir}/report.md")

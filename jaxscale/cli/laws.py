@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from jaxscale import counting, machine, plots
+from jaxscale.cli.lab import echo_report
 from jaxscale.config import SweepConfig, config_from_dict, load_config
 from jaxscale.errors import UserError
 from jaxscale.laws import (
@@ -38,8 +39,6 @@ from jaxscale.laws import (
     load_law,
     predict_loss,
 )
-from jaxscale.report import summary as report_summary
-from jaxscale.report import write_report
 from jaxscale.results import RESULTS_FILE, load_results, read_records
 from jaxscale.sweep import default_out_dir, run_sweep
 
@@ -255,7 +254,8 @@ def isoflop(
         f"\nShapes near N_opt (N non-embedding)\n  {'shape':<14} {'N':>10} {'D':>10}"
         + ("  est. time" if flops_per_s else "")
     )
-    for s in counting.shapes_near(al.N_opt):
+    near = counting.shapes_near(al.N_opt)
+    for s in near:
         n = counting.non_embedding_params(s)
         row = {
             "shape": s.label,
@@ -286,16 +286,14 @@ def isoflop(
     if run:
         base = load_config(config_path) if config_path else SweepConfig()
         points = [{"model": dataclasses.asdict(s), "tokens": C / (6 * r["N"])}
-                  for s, r in zip(counting.shapes_near(al.N_opt), shapes, strict=True)]  # fmt: skip
+                  for s, r in zip(near, shapes, strict=True)]  # fmt: skip
         name = f"isoflop-{C:.3g}"
         cfg = config_from_dict(
             {**base.to_dict(), "name": name, "tokens": [], "tokens_per_param": [], "points": points}
         )
         out_dir = out or default_out_dir(cfg)
         run_sweep(cfg, out_dir)
-        fits = write_report(out_dir)
-        click.echo(report_summary(fits))
-        click.echo(f"IsoFLOP sweep: {out_dir}/results.jsonl, report {out_dir}/report.md")
+        echo_report(out_dir)
 
 
 @click.command()
