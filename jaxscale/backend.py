@@ -12,10 +12,12 @@ mesh's ``data`` axis; with one device this is a no-op.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import warnings
+from typing import Any
 
 import jax
 import numpy as np
@@ -122,6 +124,51 @@ def data_mesh(batch_size: int) -> Mesh:
     devices = jax.local_devices()
     n = max(k for k in range(1, len(devices) + 1) if batch_size % k == 0)
     return Mesh(np.asarray(devices[:n]), ("data",))
+
+
+def pack_mesh(pack_size: int, batch_size: int) -> Mesh:
+    """A 2-D ``(pack, data)`` mesh for P models trained together.
+
+    The models are split over the ``pack`` axis (as many groups as divide both P and the device
+    count: one or more models per device) and each group's batch over the ``data`` axis (the
+    most of the remaining devices that divide the batch). P = 1 is plain data parallelism.
+    """
+    devices = jax.devices()  # every device of every host (after jax.distributed.initialize)
+    groups = math.gcd(pack_size, len(devices))
+    per_group = len(devices) // groups
+    data = max(k for k in range(1, per_group + 1) if batch_size % k == 0)
+    return Mesh(np.asarray(devices[: groups * data]).reshape(groups, data), ("pack", "data"))
+
+
+def pack_shardings(mesh: Mesh, tree: Any, *, shard: bool) -> Any:
+    """Shardings of a pack's state (every leaf has a leading axis of P models).
+
+    The model axis goes over ``pack``. With ``shard`` (large models), each leaf is also split
+    FSDP-style over ``data`` along its largest axis that the data axis divides, so a device holds
+    1/data of the parameters and optimiser state; XLA gathers them for each step's matmuls.
+    Otherwise every device of a group holds its models whole.
+    """
+    data = mesh.shape["data"]
+
+    def spec(leaf: Any) -> NamedSharding:
+        axes: list[str | None] = ["pack"] + [None] * (leaf.ndim - 1)
+        if shard and data > 1:
+            fits = [i for i in range(1, leaf.ndim) if leaf.shape[i] % data == 0]
+            if fits:
+                axes[max(fits, key=lambda i: leaf.shape[i])] = "data"
+        return NamedSharding(mesh, PartitionSpec(*axes))
+
+    return jax.tree.map(spec, tree)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """A pack's batches (P, B, L+1): models over ``pack``, sequences over ``data``."""
+    return NamedSharding(mesh, PartitionSpec("pack", "data"))
+
+
+def eval_sharding(mesh: Mesh) -> NamedSharding:
+    """A validation batch (B, L+1), the same for every model: sequences over ``data``."""
+    return NamedSharding(mesh, PartitionSpec("data"))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

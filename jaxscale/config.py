@@ -30,7 +30,7 @@ class ConfigError(UserError):
     """A bad configuration: one line naming the key and what is allowed."""
 
 
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "wsd")
 DTYPES = ("auto", "float32", "bfloat16")
 TOKENIZERS = ("bytes", "gpt2")
 
@@ -42,8 +42,11 @@ class TrainConfig:
     batch_size: int = 32  # sequences per optimizer step (split into `accum` micro-batches)
     lr: float = 3e-3  # peak learning rate
     warmup: float = 0.05  # fraction of the run's steps spent in linear warmup from 0
-    schedule: str = "cosine"  # cosine | constant: the shape after warmup
-    min_lr_ratio: float = 0.1  # the cosine ends at lr x min_lr_ratio, on the run's last step
+    # cosine | constant: the shape after warmup; wsd: warmup-stable-decay (Hägele et al. 2024),
+    # one constant-lr trunk per model with a short decay branched off at each D
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1  # the decay ends at lr x min_lr_ratio, on the run's last step
+    decay: float = 0.2  # wsd: the share of each run's steps spent in its (1 - sqrt) cooldown
     weight_decay: float = 0.1  # decoupled decay on matrices (not biases, LayerNorms)
     beta1: float = 0.9  # Adam first-moment decay
     beta2: float = 0.95  # Adam second-moment decay
@@ -70,7 +73,8 @@ class RunSpec:
     name: str  # e.g. "L2-d64-h2_D1M", unique within a sweep
     shape: ModelShape
     tokens: int  # D: training tokens; the schedule ends exactly here
-    seed: int
+    seed: int  # initialisation and data order
+    lr: float | None = None  # peak learning rate; None: the TrainConfig's
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,10 @@ class SweepConfig:
     tokenizer: str = "bytes"  # bytes | gpt2
     context: int = 128  # tokens per training sequence
     seed: int = 0  # initialisation and data order
+    seeds: tuple[int, ...] = ()  # several seeds: every run once per seed (a pack trains them)
+    # several peak learning rates, written `train: {lr: [1e-3, 3e-3]}`: every run once per lr;
+    # the report fits the best lr of each (N, D)
+    lrs: tuple[float, ...] = ()
     models: tuple[ModelShape, ...] = (PRESETS["tiny"],)  # the ladder's shapes, or preset names
     tokens: tuple[float, ...] = ()  # training tokens per run ...
     tokens_per_param: tuple[float, ...] = ()  # ... or tokens per non-embedding parameter
@@ -97,35 +105,59 @@ class SweepConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint_every: float = 300.0  # seconds between a running run's checkpoints (0: every step)
+    pack: int = 8  # at most this many same-shape runs train together in one vmapped step
+    # stop each run after this share of its steps and record the loss L(t) = L_inf + A t^-alpha
+    # predicts at its end, marked "predicted" (0: train every run to the end)
+    early_stop: float = 0.0
+    # shard parameters and optimiser state over the data axis (FSDP) for models with more total
+    # parameters than this; smaller models are replicated on every device
+    shard_params_above: float = 1e8
 
     def runs(self) -> list[RunSpec]:
-        """The sweep's runs, smallest model first, then fewest tokens first."""
+        """The sweep's runs: smallest model first, then fewest tokens, then each lr and seed.
+
+        A run's name is ``<shape>_D<tokens>``, with ``_lr<lr>`` and ``_s<seed>`` appended when
+        the config lists several learning rates or seeds.
+        """
         if self.points:
-            pts = sorted(self.points, key=lambda p: (non_embedding_params(p.model), p.tokens))
-            return [
-                RunSpec(f"{p.model.label}_D{_human(p.tokens)}", p.model, int(p.tokens), self.seed)
-                for p in pts
-            ]
+            grid = [(p.model, int(p.tokens)) for p in self.points]
+        else:
+            grid = []
+            for shape in self.models:
+                n = non_embedding_params(shape)
+                budgets = self.tokens or tuple(r * n for r in self.tokens_per_param)
+                grid += [(shape, int(d)) for d in budgets]
+        grid.sort(key=lambda point: (non_embedding_params(point[0]), point[1]))
+        lrs, seeds = self.lrs or (self.train.lr,), self.seeds or (self.seed,)
         out = []
-        for shape in sorted(self.models, key=non_embedding_params):
-            if self.tokens:
-                budgets = [int(t) for t in self.tokens]
-            else:
-                budgets = [int(r * non_embedding_params(shape)) for r in self.tokens_per_param]
-            for d in sorted(budgets):
-                out.append(RunSpec(f"{shape.label}_D{_human(d)}", shape, d, self.seed))
+        for shape, d in grid:
+            for lr in lrs:
+                for seed in seeds:
+                    name = f"{shape.label}_D{_human(d)}"
+                    name += f"_lr{lr:g}" if len(lrs) > 1 else ""
+                    name += f"_s{seed}" if len(seeds) > 1 else ""
+                    out.append(RunSpec(name, shape, d, seed, lr))
         return out
 
     def fingerprint(self) -> str:
         """A short hash of everything that shapes a run's result except its own (model, tokens)."""
         blob = dataclasses.asdict(self)
-        for key in ("name", "models", "tokens", "tokens_per_param", "points", "checkpoint_every"):
+        for key in (*RUN_SELECTION, *HOW_NOT_WHAT):
             blob.pop(key)
+        if self.lrs:  # each run records its own lr
+            blob["train"].pop("lr")
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (recorded with every result)."""
         return dataclasses.asdict(self)
+
+
+# Keys that choose which runs a sweep holds, not how each is trained: a sweep directory may grow
+# by more of them.
+RUN_SELECTION = ("models", "tokens", "tokens_per_param", "points", "seeds", "lrs")
+# Keys that change how runs are executed (or labelled) but not their results.
+HOW_NOT_WHAT = ("name", "checkpoint_every", "pack", "early_stop", "shard_params_above")
 
 
 def _human(n: float) -> str:
@@ -164,6 +196,10 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Sweep
 
 def config_from_dict(raw: dict[str, Any]) -> SweepConfig:
     """Build and validate a SweepConfig from plain data (as read from YAML)."""
+    train = raw.get("train")
+    if isinstance(train, dict) and isinstance(train.get("lr"), list):  # a pack of lrs
+        lrs = train["lr"]
+        raw = {**raw, "lrs": lrs, "train": {**train, "lr": lrs[0] if lrs else None}}
     cfg = _build(SweepConfig, raw, "")
     _validate(cfg)
     return cfg
@@ -307,6 +343,19 @@ def _validate(cfg: SweepConfig) -> None:
     for key in ("beta1", "beta2"):
         if not 0 <= getattr(t, key) < 1:
             raise ConfigError(f"'train.{key}' must be in [0, 1), got {getattr(t, key)}")
+    for i, lr in enumerate(cfg.lrs):
+        positive(f"train.lr[{i}]", lr)
+    if len(set(cfg.lrs)) != len(cfg.lrs) or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError("'train.lr' and 'seeds' must not repeat a value")
+    positive("pack", cfg.pack)
+    if not 0 <= cfg.early_stop < 1:
+        raise ConfigError(f"'early_stop' is a share of each run in [0, 1), got {cfg.early_stop}")
+    if t.schedule == "wsd" and not 0.1 <= t.decay < 1 - t.warmup:
+        raise ConfigError(
+            f"'train.decay' must be in [0.1, 1 - warmup) for schedule wsd, got {t.decay}"
+        )
+    if t.schedule == "wsd" and cfg.early_stop:
+        raise ConfigError("'early_stop' and schedule 'wsd' do not combine: choose one")
     if cfg.checkpoint_every < 0:
         raise ConfigError(f"'checkpoint_every' must be >= 0 seconds, got {cfg.checkpoint_every}")
     positive("eval.tokens", cfg.eval.tokens)

@@ -1,9 +1,9 @@
-"""results.jsonl: one JSON record per finished run, appended atomically, loaded as columns.
+"""results.jsonl: one JSON record per run, written atomically, loaded as columns.
 
-The trainer writes structured records here and nothing is ever scraped from logs. A record is
-appended with a single ``write`` of a whole line on a file opened with ``O_APPEND`` and then
-fsynced, so a crash leaves either the full line or nothing; a torn last line (a disk-full or a
-foreign writer) is ignored on load rather than poisoning the table.
+The sweep assembles the file from its runs' structured records and nothing is ever scraped from
+logs. The whole file is written to a temporary file, fsynced and renamed over the old one, so a
+crash leaves either the old table or the new one, never a duplicate or a partial line; a torn
+last line (a foreign writer) is ignored on load rather than poisoning the table.
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ def results_path(out_dir: str | os.PathLike[str]) -> Path:
     return p if p.suffix == ".jsonl" else p / RESULTS_FILE
 
 
-def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
-    """Append one record as a single JSON line, atomically with respect to crashes."""
-    line = (json.dumps(record, sort_keys=True, allow_nan=True) + "\n").encode()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
+    """Replace a results file with ``records``, one JSON line each, atomically."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(f".tmp{os.getpid()}")
+    with tmp.open("w") as f:
+        f.writelines(json.dumps(r, sort_keys=True, allow_nan=True) + "\n" for r in records)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(p)
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

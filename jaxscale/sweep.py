@@ -1,16 +1,17 @@
-"""A sweep: every (model, tokens) run of a config, trained in turn, one result line each.
+"""A sweep: every (model, tokens) run of a config, trained as jobs, one result line each.
 
-Re-running the same command skips the runs already in ``results.jsonl``, so a sweep killed at
-any moment loses at most the run in flight. A lock file refuses a second sweep on the same
-directory while one runs, and results from a different training setup are never mixed into the
-same table.
+The sweep plans its unfinished runs into jobs (``jaxscale.jobs``: packs of same-shape runs, or
+WSD columns), runs them, and assembles ``results.jsonl`` from the runs' own ``result.json``
+files. Re-running the same command plans only what is unfinished, and a job killed at any
+moment resumes from its checkpoints. A lock file refuses a second sweep on the same directory
+while one runs, and results from a different training setup are never mixed into the same table.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,13 +19,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from jaxscale import counting
 from jaxscale.config import RunSpec, SweepConfig
-from jaxscale.data import Corpus, load_corpus
+from jaxscale.data import load_corpus
 from jaxscale.errors import UserError
-from jaxscale.machine import provenance, record_flops_per_s
-from jaxscale.results import append_record, read_records, results_path
-from jaxscale.train import RunOutcome, bits_per_byte, planned_steps, train_run
+from jaxscale.jobs import RESULT_FILE, Job, is_final, job_tokens, plan_jobs, run_job
+from jaxscale.machine import record_flops_per_s
+from jaxscale.results import read_records, results_path, write_records
 
 
 def default_out_dir(cfg: SweepConfig) -> Path:
@@ -56,14 +56,37 @@ def sweep_lock(out_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def collect_records(out_dir: Path) -> list[dict[str, Any]]:
+    """Every run's latest record: ``runs/*/result.json``, and results.jsonl lines of runs
+    without one (a sweep directory written before run directories held results)."""
+    by_run = {r["run"]: r for r in read_records(results_path(out_dir))}
+    for path in sorted((out_dir / "runs").glob(f"*/{RESULT_FILE}")):
+        record = json.loads(path.read_text())
+        by_run[record["run"]] = record
+    return list(by_run.values())
+
+
+def assemble_results(cfg: SweepConfig, out_dir: Path) -> list[dict[str, Any]]:
+    """Rewrite ``results.jsonl`` from the run directories, in the config's run order (runs of
+    other configs sharing the directory after them); return its records."""
+    order = {spec.name: i for i, spec in enumerate(cfg.runs())}
+    records = sorted(collect_records(out_dir), key=lambda r: (order.get(r["run"], len(order)),
+                                                              r["run"]))  # fmt: skip
+    write_records(results_path(out_dir), records)
+    return records
+
+
 def pending_runs(cfg: SweepConfig, out_dir: Path) -> list[RunSpec]:
-    """The config's runs that have no result yet in ``out_dir``.
+    """The config's runs that have no final result yet in ``out_dir``.
+
+    A result predicted by an early stop counts as final only while ``early_stop`` is on: without
+    it, the run is trained on from its checkpoint to its end.
 
     Raises:
       UserError: ``out_dir`` holds results of a different training setup (the config's
         fingerprint differs), which must not be fitted together.
     """
-    records = read_records(results_path(out_dir))
+    records = collect_records(out_dir)
     fingerprint = cfg.fingerprint()
     other = {r.get("config_fingerprint") for r in records} - {fingerprint}
     if other:
@@ -71,119 +94,59 @@ def pending_runs(cfg: SweepConfig, out_dir: Path) -> list[RunSpec]:
             f"{out_dir} holds results of a different setup (config fingerprint {other.pop()}, "
             f"now {fingerprint}); use --out for a new sweep directory"
         )
-    done = {r["run"] for r in records}
+    done = {r["run"] for r in records if is_final(r, cfg)}
     return [spec for spec in cfg.runs() if spec.name not in done]
 
 
-def make_record(
-    spec: RunSpec, outcome: RunOutcome, cfg: SweepConfig, corpus: Corpus, machine: dict[str, Any]
-) -> dict[str, Any]:
-    """The results line of one run: the numbers, then everything needed to reproduce them."""
-    shape = spec.shape
-    n = counting.non_embedding_params(shape)
-    d = outcome.tokens
-    ok = outcome.diverged_at is None
-    return {
-        "run": spec.name,
-        "n_layer": shape.n_layer,
-        "d_model": shape.d_model,
-        "n_head": shape.n_head,
-        "context": cfg.context,
-        "N": n,
-        "N_total": counting.total_params(shape, corpus.n_vocab, cfg.context),
-        "D": d,
-        "D_target": spec.tokens,
-        "C": 6.0 * n * d,
-        "C_counted": counting.flops_per_token_counted(shape, corpus.n_vocab, cfg.context) * d,
-        "loss": outcome.loss if ok else None,
-        "bpb": bits_per_byte(outcome.loss, corpus.bytes_per_token) if ok else None,
-        "train_loss": outcome.train_loss,
-        "curve": [list(p) for p in outcome.curve],
-        "steps": outcome.steps,
-        "epochs": d / corpus.unique_train_tokens,
-        "tokens_per_s": outcome.tokens_per_s,
-        "devices": outcome.devices,
-        "dtype": outcome.dtype,
-        "spikes": outcome.spikes,
-        "max_grad_norm": outcome.max_grad_norm,
-        "resumed_at": outcome.resumed_at,
-        "wall_s": outcome.wall_s,
-        "status": "ok" if ok else "diverged",
-        "diverged_at": outcome.diverged_at,
-        "seed": spec.seed,
-        "lr": cfg.train.lr,
-        "batch_size": cfg.train.batch_size,
-        "corpus": corpus.name,
-        "corpus_fingerprint": corpus.fingerprint,
-        "tokenizer": corpus.tokenizer,
-        "entropy": corpus.entropy,
-        "config_fingerprint": cfg.fingerprint(),
-        "config": cfg.to_dict(),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **machine,
-    }
-
-
 def run_sweep(cfg: SweepConfig, out_dir: Path, *, progress: bool = True) -> list[dict[str, Any]]:
-    """Train every run of ``cfg`` not yet in ``out_dir/results.jsonl``; return all its records.
+    """Train every run of ``cfg`` without a final result in ``out_dir``; return all its records.
 
     Args:
       cfg: the sweep configuration.
       out_dir: where results.jsonl (and later laws, plots and the report) go.
-      progress: show a progress bar (runs done, tokens/s, ETA) and a line per finished run.
+      progress: show a progress bar (tokens, tokens/s, ETA) and a line per finished run.
     """
     with sweep_lock(out_dir):
-        todo = pending_runs(cfg, out_dir)
-        n_runs = len(cfg.runs())
-        if not todo:
-            return read_records(results_path(out_dir))
-        corpus = load_corpus(cfg.corpus, cfg.tokenizer, progress=progress)
-        machine = provenance()
-        say = tqdm.write if progress else (lambda s: None)
-        tokens_per_step = cfg.train.batch_size * cfg.context
-        bar = tqdm(
-            total=tokens_per_step
-            * sum(planned_steps(s.tokens, cfg.train, cfg.context) for s in todo),
-            mininterval=1.0,
-            unit="tok",
-            unit_scale=True,
-            disable=not progress,
-            bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tok "
-            "[{elapsed}<{remaining}, {rate_fmt}]",
-        )
-        done_before = n_runs - len(todo)
-        with bar:
-            for i, spec in enumerate(todo, start=done_before + 1):
-                bar.set_description(f"run {i}/{n_runs} {spec.name}")
-                if spec.tokens > corpus.unique_train_tokens:
-                    say(
-                        f"warning: {spec.name} trains "
-                        f"{spec.tokens / corpus.unique_train_tokens:.1f}"
-                        f" epochs of {corpus.name}'s {corpus.unique_train_tokens:,} unique tokens;"
-                        " repeated data bends the law (Muennighoff et al. 2023)"
-                    )
-                outcome = train_run(
-                    spec,
-                    corpus,
-                    context=cfg.context,
-                    train=cfg.train,
-                    eval_cfg=cfg.eval,
-                    run_dir=out_dir / "runs" / spec.name,
-                    checkpoint_every=cfg.checkpoint_every,
-                    on_tokens=bar.update,
-                )
-                record = make_record(spec, outcome, cfg, corpus, machine)
-                append_record(results_path(out_dir), record)
+        todo = {spec.name for spec in pending_runs(cfg, out_dir)}
+        jobs = plan_jobs(cfg, {spec.name for spec in cfg.runs()} - todo)
+        if jobs:
+            _run_local(cfg, jobs, out_dir, progress)
+        return assemble_results(cfg, out_dir)
+
+
+def _run_local(cfg: SweepConfig, jobs: list[Job], out_dir: Path, progress: bool) -> None:
+    """Run the jobs one after another in this process, under one progress bar."""
+    corpus = load_corpus(cfg.corpus, cfg.tokenizer, progress=progress)
+    say = tqdm.write if progress else (lambda s: None)
+    bar = tqdm(
+        total=sum(job_tokens(cfg, job) for job in jobs),
+        mininterval=1.0,
+        unit="tok",
+        unit_scale=True,
+        disable=not progress,
+        bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tok "
+        "[{elapsed}<{remaining}, {rate_fmt}]",
+    )
+    with bar:
+        for i, job in enumerate(jobs, start=1):
+            size = f" ({len(job.runs)} runs)" if len(job.runs) > 1 else ""
+            bar.set_description(f"job {i}/{len(jobs)} {job.name}{size}")
+            for record in run_job(cfg, job, out_dir, corpus=corpus, on_tokens=bar.update,
+                                  say=say):  # fmt: skip
+                assemble_results(cfg, out_dir)
                 say(_run_line(record))
-                if record["status"] == "ok" and outcome.tokens_per_s > 0:
-                    record_flops_per_s(record["C_counted"] / record["D"] * outcome.tokens_per_s)
-    return read_records(results_path(out_dir))
+                if record["status"] == "ok" and record["tokens_per_s"] > 0:
+                    per_token = record["C_counted"] / record["D"]
+                    record_flops_per_s(per_token * record["tokens_per_s"] * record["pack"])
 
 
 def _run_line(r: dict[str, Any]) -> str:
-    if r["status"] != "ok":
+    if r["status"] == "diverged":
         return f"{r['run']:<24} diverged at step {r['diverged_at']}"
+    if r["loss"] is None:
+        return f"{r['run']:<24} stopped at step {r['stopped_at']}, no prediction"
+    note = f"  (predicted from {r['stopped_at']}/{r['steps']} steps)" if r["predicted"] else ""
     return (
         f"{r['run']:<24} N={r['N']:<9.3g} D={r['D']:<9.3g} loss {r['loss']:.4f}  "
-        f"bpb {r['bpb']:.3f}  {r['tokens_per_s']:,.0f} tok/s  {r['wall_s']:.1f} s"
+        f"bpb {r['bpb']:.3f}  {r['tokens_per_s']:,.0f} tok/s  {r['wall_s']:.1f} s{note}"
     )

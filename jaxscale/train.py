@@ -8,11 +8,14 @@ shape: the schedule (an optax schedule of the step) is evaluated on the host.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
+import itertools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,11 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxscale.backend import (
-    batch_sharded,
+    batch_sharding,
     compute_dtype,
-    data_mesh,
-    replicated,
+    eval_sharding,
+    pack_mesh,
+    pack_shardings,
     supports_donation,
 )
 from jaxscale.checkpoint import RunCheckpoints
@@ -100,9 +104,28 @@ train_step = jax.jit(_train_step, static_argnames=("graphdef", "cfg"), donate_ar
 _train_step_kept = jax.jit(_train_step, static_argnames=("graphdef", "cfg"))
 
 
+def _pack_step(
+    params: nnx.State,
+    opt_state: optax.OptState,
+    batch: jax.Array,
+    lr: jax.Array,
+    *,
+    graphdef: nnx.GraphDef,
+    cfg: TrainConfig,
+) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
+    """``_train_step`` vmapped over a pack: every argument has a leading axis of P models."""
+    step = functools.partial(_train_step, graphdef=graphdef, cfg=cfg)
+    return jax.vmap(step)(params, opt_state, batch, lr)
+
+
+pack_step = jax.jit(_pack_step, static_argnames=("graphdef", "cfg"), donate_argnums=(0, 1))
+_pack_step_kept = jax.jit(_pack_step, static_argnames=("graphdef", "cfg"))
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef",))
-def _eval_sum(params: nnx.State, batch: jax.Array, *, graphdef: nnx.GraphDef) -> jax.Array:
-    return token_nats(graphdef, params, batch).sum()
+def _pack_eval_sum(params: nnx.State, batch: jax.Array, *, graphdef: nnx.GraphDef) -> jax.Array:
+    """Summed nats of one validation batch under each of a pack's models: shape (P,)."""
+    return jax.vmap(lambda p: token_nats(graphdef, p, batch).sum())(params)
 
 
 def evaluate(
@@ -112,15 +135,16 @@ def evaluate(
     context: int,
     cfg: EvalConfig,
     mesh: Mesh | None = None,
-) -> float:
-    """Mean validation loss in nats/token over the first ``cfg.tokens`` held-out tokens."""
+) -> np.ndarray:
+    """Mean validation loss in nats/token of each model of a pack (params with a leading P axis)
+    over the first ``cfg.tokens`` held-out tokens; every model sees the same batches."""
     total, count = 0.0, 0
     for batch in eval_batches(
         corpus.val, batch_size=cfg.batch_size, context=context, max_tokens=cfg.tokens
     ):
-        if mesh is not None and batch.shape[0] % mesh.size == 0:
-            batch = jax.device_put(batch, batch_sharded(mesh))
-        total += float(_eval_sum(params, jnp.asarray(batch), graphdef=graphdef))
+        if mesh is not None and batch.shape[0] % mesh.shape["data"] == 0:
+            batch = jax.device_put(batch, eval_sharding(mesh))
+        total += np.asarray(_pack_eval_sum(params, jnp.asarray(batch), graphdef=graphdef))
         count += batch.shape[0] * (batch.shape[1] - 1)
     return total / count
 
@@ -129,32 +153,34 @@ def evaluate(
 class RunOutcome:
     """What one run produced: the measured numbers, before the sweep adds provenance."""
 
-    steps: int
-    tokens: int  # tokens actually trained: steps x batch x context
-    loss: float  # final validation loss, nats/token (nan if diverged)
+    steps: int  # the run's planned optimiser steps
+    tokens: int  # tokens of the planned run: steps x batch x context
+    loss: float  # last validation loss, nats/token (nan if diverged)
     train_loss: float  # mean training loss over the last tenth of the steps
     curve: list[tuple[int, float]]  # (tokens seen, validation loss) along the run
     diverged_at: int | None  # the step whose loss was not finite, if any
-    wall_s: float  # training + evaluation time over every attempt, compilation included
-    tokens_per_s: float  # training throughput after the first (compiling) step, evals excluded
-    devices: int  # devices the batch was split over
+    wall_s: float  # time of the run's job until this result, compiling and every attempt included
+    tokens_per_s: float  # one model's training throughput after the first (compiling) step
+    devices: int  # devices the run's job used
     dtype: str  # the compute dtype used
     spikes: int  # steps whose loss jumped well above its running average
     max_grad_norm: float
     resumed_at: int  # the step a checkpoint restored (0: trained from scratch)
+    pack: int = 1  # models trained together in one vmapped step
+    stopped_at: int | None = None  # early stop: the last step trained, short of ``steps``
+    branch_at: int | None = None  # wsd: the trunk's step this run's cooldown branched off
 
 
 @dataclass
-class _LoopState:
-    """The loop's own state, saved with every checkpoint so a resumed run continues exactly."""
+class _Slot:
+    """The loop's record of one model of a pack, saved with every checkpoint."""
 
-    step: int = 0
     curve: list[list[float]] = field(default_factory=list)
-    recent: list[float] = field(default_factory=list)  # training losses of the last tenth
+    recent: list[float] = field(default_factory=list)  # training losses of the run's last tenth
     ema: float | None = None  # running average of the training loss, for spike detection
     spikes: int = 0
     max_grad_norm: float = 0.0
-    elapsed_s: float = 0.0  # wall time of earlier attempts
+    diverged_at: int | None = None
 
 
 class MetricsLog:
@@ -186,130 +212,448 @@ def planned_steps(tokens: int, train: TrainConfig, context: int) -> int:
 SPIKE_FACTOR = 1.25  # a loss above 1.25x its running average is logged as a spike
 
 
-def train_run(
-    spec: RunSpec,
+class _Pack:
+    """P models of one shape trained in lockstep by one vmapped step, with their data streams,
+    checkpoints and loop records. P = 1 is a single run.
+
+    ``advance`` trains up to a step under a given learning-rate table; ``fork`` and ``rejoin``
+    copy and restore the whole state, which is how WSD branches its cooldowns off the trunk.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[RunSpec],
+        corpus: Corpus,
+        *,
+        context: int,
+        train: TrainConfig,
+        eval_cfg: EvalConfig,
+        num_batches: int,
+        job_dir: Path | None,
+        checkpoint_every: float,
+        shard_params_above: float,
+        on_tokens: Callable[[int], None],
+    ):
+        self.t_start = time.perf_counter()
+        self.corpus, self.context, self.train, self.eval_cfg = corpus, context, train, eval_cfg
+        self.size = len(specs)
+        self.tokens_per_step = train.batch_size * context
+        self.on_tokens = on_tokens
+        self.mesh = pack_mesh(self.size, train.batch_size)
+        self.dtype = compute_dtype(train.dtype)
+        models = [init_model(s.shape, corpus.n_vocab, context, s.seed, self.dtype) for s in specs]
+        self.graphdef = models[0][0]
+        params = jax.tree.map(lambda *xs: jnp.stack(xs), *(p for _, p in models))
+        state = (params, jax.vmap(make_optimizer(train).init)(params))
+        # one data stream per distinct seed; models sharing a seed share its batches
+        self.seeds = sorted({s.seed for s in specs})
+        self.stream_of = [self.seeds.index(s.seed) for s in specs]
+        self.streams = [
+            iter(
+                batch_dataset(
+                    corpus.train,
+                    batch_size=train.batch_size,
+                    context=context,
+                    seed=seed,
+                    num_batches=num_batches,
+                ).to_iter_dataset()
+            )
+            for seed in self.seeds
+        ]
+        self.step, self.elapsed_s = 0, 0.0
+        self.slots = [_Slot() for _ in specs]
+        self.ckpt = RunCheckpoints(job_dir / "checkpoints", checkpoint_every) if job_dir else None
+        if self.ckpt and (restored := self.ckpt.restore(like=state)):
+            _, state, meta = restored
+            self._load_meta(meta)
+            on_tokens(self.step * self.tokens_per_step * self.size)
+        self.resumed_at = self.step
+        n_params = sum(x.size for x in jax.tree.leaves(params)) // self.size
+        self.shardings = pack_shardings(self.mesh, state, shard=n_params > shard_params_above)
+        self.params, self.opt_state = jax.device_put(state, self.shardings)
+        jitted = pack_step if supports_donation() else _pack_step_kept
+        self.step_fn = functools.partial(jitted, graphdef=self.graphdef, cfg=train)
+        self.t_first: float | None = None
+        self.timed_steps, self.eval_s = 0, 0.0
+
+    # --- state -----------------------------------------------------------------------------
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "elapsed_s": self.elapsed_s + time.perf_counter() - self.t_start,
+            "slots": [asdict(s) for s in self.slots],
+            "data": [it.get_state() for it in self.streams],
+        }
+
+    def _load_meta(self, meta: dict[str, Any]) -> None:
+        self.step, self.elapsed_s = meta["step"], meta["elapsed_s"]
+        self.slots = [_Slot(**s) for s in meta["slots"]]
+        for it, data in zip(self.streams, meta["data"], strict=True):
+            it.set_state(data)
+        self.t_start = time.perf_counter()
+
+    def save(self) -> None:
+        """Checkpoint the arrays and the loop (a no-op without a job directory)."""
+        if self.ckpt:
+            self.ckpt.save(self.step, (self.params, self.opt_state), self._meta())
+
+    def fork(self) -> tuple[Any, dict[str, Any]]:
+        """A copy of the whole state (the next steps donate the current buffers)."""
+        return jax.tree.map(jnp.copy, (self.params, self.opt_state)), copy.deepcopy(self._meta())
+
+    def rejoin(self, snapshot: tuple[Any, dict[str, Any]]) -> None:
+        """Go back to a state ``fork`` copied (its time stays spent: elapsed keeps counting)."""
+        (self.params, self.opt_state), meta = snapshot
+        elapsed = self.elapsed_s + time.perf_counter() - self.t_start
+        self._load_meta({**meta, "elapsed_s": elapsed})
+
+    def wall_s(self) -> float:
+        return self.elapsed_s + time.perf_counter() - self.t_start
+
+    def close(self) -> None:
+        if self.ckpt:
+            self.ckpt.close()
+
+    # --- training --------------------------------------------------------------------------
+
+    def advance(
+        self,
+        until: int,
+        lrs: np.ndarray,
+        logs: Sequence[Sequence[MetricsLog]],
+        *,
+        eval_at: set[int],
+        recent_from: float,
+        checkpoint: bool = True,
+    ) -> None:
+        """Train every live model to step ``until``.
+
+        Args:
+          until: the step to stop at.
+          lrs: the learning rate of each model at each step, shape (steps, P), read at ``step``.
+          logs: for each model, the metrics logs its losses go to.
+          eval_at: steps after which to validate (the curve).
+          recent_from: steps after this count towards a run's final training loss.
+          checkpoint: save when a checkpoint is due (not on a WSD branch, which is redone).
+        """
+        log_every = max(1, len(lrs) // 200)
+        while self.step < until and any(s.diverged_at is None for s in self.slots):
+            stacked = np.stack([self.streams[k].__next__() for k in range(len(self.seeds))])
+            batch = jax.device_put(stacked[self.stream_of], batch_sharding(self.mesh))
+            lr = lrs[self.step]
+            self.params, self.opt_state, metrics = self.step_fn(
+                self.params, self.opt_state, batch, lr
+            )
+            self.step += 1
+            # A host sync per step: cheap next to a step, and a NaN is caught where it happens.
+            losses, norms = np.asarray(metrics["loss"]), np.asarray(metrics["grad_norm"])
+            if self.t_first is None:
+                self.t_first = time.perf_counter()
+            else:
+                self.timed_steps += 1
+            tokens = self.step * self.tokens_per_step
+            for j, slot in enumerate(self.slots):
+                if slot.diverged_at is not None:
+                    continue
+                loss, norm = float(losses[j]), float(norms[j])
+                if not math.isfinite(loss):
+                    slot.diverged_at = self.step
+                    for log in logs[j]:
+                        log.write(step=self.step, loss=loss, grad_norm=norm, diverged=True)
+                    continue
+                spike = slot.ema is not None and loss > SPIKE_FACTOR * slot.ema
+                slot.spikes += spike
+                slot.ema = loss if slot.ema is None else 0.95 * slot.ema + 0.05 * loss
+                slot.max_grad_norm = max(slot.max_grad_norm, norm)
+                if self.step > recent_from:
+                    slot.recent.append(loss)
+                if spike or self.step % log_every == 0:
+                    for log in logs[j]:
+                        log.write(
+                            step=self.step,
+                            tokens=tokens,
+                            loss=loss,
+                            grad_norm=norm,
+                            lr=float(lr[j]),
+                            **({"spike": True} if spike else {}),
+                        )
+            self.on_tokens(self.tokens_per_step * self.size)
+            if self.step in eval_at:
+                self.validate(logs)
+            if checkpoint and self.ckpt and self.ckpt.due():
+                self.save()
+
+    def validate(self, logs: Sequence[Sequence[MetricsLog]]) -> None:
+        """Validate every live model now; append to its curve and logs."""
+        t0 = time.perf_counter()
+        vals = evaluate(
+            self.graphdef, self.params, self.corpus, self.context, self.eval_cfg, self.mesh
+        )
+        self.eval_s += time.perf_counter() - t0
+        tokens = self.step * self.tokens_per_step
+        for j, slot in enumerate(self.slots):
+            if slot.diverged_at is None and (not slot.curve or slot.curve[-1][0] != tokens):
+                slot.curve.append([tokens, float(vals[j])])
+                for log in logs[j]:
+                    log.write(step=self.step, tokens=tokens, val_loss=float(vals[j]))
+
+    def outcome(self, j: int, steps: int, **extra: Any) -> RunOutcome:
+        """Model ``j``'s result as a run of ``steps`` planned steps, as things stand now."""
+        slot = self.slots[j]
+        timed_s = time.perf_counter() - (self.t_first or 0.0) - self.eval_s
+        ok = slot.diverged_at is None
+        return RunOutcome(
+            steps=steps,
+            tokens=steps * self.tokens_per_step,
+            loss=slot.curve[-1][1] if ok else math.nan,
+            train_loss=float(np.mean(slot.recent)) if slot.recent else math.nan,
+            curve=[(int(t), v) for t, v in slot.curve],
+            diverged_at=slot.diverged_at,
+            wall_s=self.wall_s(),
+            tokens_per_s=(
+                self.timed_steps * self.tokens_per_step / timed_s
+                if self.timed_steps > 0 and self.t_first
+                else math.nan
+            ),
+            devices=self.mesh.size,
+            dtype=self.dtype,
+            spikes=slot.spikes,
+            max_grad_norm=slot.max_grad_norm,
+            resumed_at=self.resumed_at,
+            pack=self.size,
+            **extra,
+        )
+
+
+def _run_logs(run_dir: Path | None, keep_through_step: int, plan: dict[str, Any]) -> list:
+    """Open a run's metrics log and write its run.json (the plan, for tools reading it mid-way)."""
+    if run_dir is None:
+        return []
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps(plan) + "\n")
+    return [MetricsLog(run_dir / "metrics.jsonl", keep_through_step)]
+
+
+def train_pack(
+    specs: Sequence[RunSpec],
     corpus: Corpus,
     *,
     context: int,
     train: TrainConfig,
     eval_cfg: EvalConfig,
-    run_dir: Path | None = None,
+    job_dir: Path | None = None,
+    run_dirs: Sequence[Path] | None = None,
     checkpoint_every: float = 300.0,
+    shard_params_above: float = 1e8,
+    stop_fraction: float = 0.0,
     on_tokens: Callable[[int], None] = lambda n: None,
-) -> RunOutcome:
-    """Train ``spec`` (resuming from its last checkpoint if any), evaluating along the way.
+) -> list[RunOutcome]:
+    """Train runs of one shape and one token budget together, in one vmapped step.
+
+    Each run keeps its own seed (initialisation and data order) and peak learning rate; the
+    schedule (warmup, then cosine or constant) ends exactly at the shared D. A run whose loss
+    turns NaN is marked diverged at that step while the others go on.
 
     Args:
-      spec: the model shape, token budget D and seed.
+      specs: the runs (same shape and tokens; seeds and learning rates may differ).
       corpus: the token streams (train and held-out validation).
       context, train, eval_cfg: the sweep's settings.
-      run_dir: where checkpoints and metrics.jsonl go; None trains without either.
+      job_dir: where the pack's checkpoints go (resumed from if present); None: no checkpoints.
+      run_dirs: each run's directory for run.json and metrics.jsonl; None: no logs.
       checkpoint_every: seconds between checkpoints (one is always written at the end).
-      on_tokens: called with the number of tokens of each finished step (for progress bars).
+      shard_params_above: shard parameters FSDP-style for models with more total parameters.
+      stop_fraction: stop after this share of the steps (early stop; the schedule still plans
+        the whole run, so a later run without it resumes exactly from here).
+      on_tokens: called with the tokens of each finished step, over the whole pack.
+
+    Example:
+      >>> outs = train_pack([RunSpec("a", shape, 10**6, 0, 1e-3), RunSpec("b", shape, 10**6, 0,
+      ...                    3e-3)], corpus, context=128, train=TrainConfig(),
+      ...                   eval_cfg=EvalConfig())       # doctest: +SKIP
     """
-    t_start = time.perf_counter()
-    tokens_per_step = train.batch_size * context
-    steps = planned_steps(spec.tokens, train, context)
-    lrs = np.asarray(lr_schedule(train, steps)(np.arange(steps)), np.float32)
-    eval_at = {max(1, round(steps * (k + 1) / train.evals)) for k in range(train.evals)}
-    log_every = max(1, steps // 200)
-
-    mesh = data_mesh(train.batch_size)
-    dtype = compute_dtype(train.dtype)
-    graphdef, params = init_model(spec.shape, corpus.n_vocab, context, spec.seed, dtype)
-    state = (params, make_optimizer(train).init(params))
-    batches = iter(
-        batch_dataset(
-            corpus.train, batch_size=train.batch_size, context=context, seed=spec.seed,
-            num_batches=steps,
-        ).to_iter_dataset()
-    )  # fmt: skip
-    loop = _LoopState()
-    ckpt = RunCheckpoints(run_dir / "checkpoints", checkpoint_every) if run_dir else None
-    if ckpt and (restored := ckpt.restore(like=state)):
-        _, state, meta = restored
-        batches.set_state(meta.pop("data"))
-        loop = _LoopState(**meta)
-        on_tokens(loop.step * tokens_per_step)
-    resumed_at = loop.step
-    params, opt_state = jax.device_put(state, replicated(mesh))
-    log = MetricsLog(run_dir / "metrics.jsonl", loop.step) if run_dir else None
-    if run_dir:  # what the run is planned to be, for tools reading its directory mid-way
-        plan = {
-            "run": spec.name,
-            "steps": steps,
-            "tokens": steps * tokens_per_step,
-            "warmup_steps": round(train.warmup * steps),
-            "schedule": train.schedule,
-        }
-        (run_dir / "run.json").write_text(json.dumps(plan) + "\n")
-    jitted = train_step if supports_donation() else _train_step_kept
-    step_fn = functools.partial(jitted, graphdef=graphdef, cfg=train)
-
-    def save() -> None:
-        if ckpt:
-            meta = {**asdict(loop), "data": batches.get_state()}
-            ckpt.save(loop.step, (params, opt_state), meta)
-
-    diverged_at = None
-    t_first, eval_s = None, 0.0
-    while loop.step < steps:
-        batch = jax.device_put(next(batches), batch_sharded(mesh))
-        lr = lrs[loop.step]
-        params, opt_state, metrics = step_fn(params, opt_state, batch, lr)
-        loop.step += 1
-        # A host sync per step: cheap next to a step, and a NaN is caught where it happens.
-        loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
-        t_first = t_first or time.perf_counter()
-        if not math.isfinite(loss):
-            diverged_at = loop.step
-            if log:
-                log.write(step=loop.step, loss=loss, grad_norm=grad_norm, diverged=True)
-            break
-        spike = loop.ema is not None and loss > SPIKE_FACTOR * loop.ema
-        loop.spikes += spike
-        loop.ema = loss if loop.ema is None else 0.95 * loop.ema + 0.05 * loss
-        loop.max_grad_norm = max(loop.max_grad_norm, grad_norm)
-        if loop.step > steps * 0.9:
-            loop.recent.append(loss)
-        on_tokens(tokens_per_step)
-        tokens = loop.step * tokens_per_step
-        if log and (spike or loop.step % log_every == 0):
-            log.write(step=loop.step, tokens=tokens, loss=loss, grad_norm=grad_norm,
-                      lr=float(lr), **({"spike": True} if spike else {}))  # fmt: skip
-        if loop.step in eval_at:
-            t_eval = time.perf_counter()
-            val = evaluate(graphdef, params, corpus, context, eval_cfg, mesh)
-            eval_s += time.perf_counter() - t_eval
-            loop.curve.append([tokens, val])
-            if log:
-                log.write(step=loop.step, tokens=tokens, val_loss=val)
-        if ckpt and (ckpt.due() or loop.step == steps):
-            loop.elapsed_s += time.perf_counter() - t_start
-            t_start = time.perf_counter()
-            save()
-    t_end = time.perf_counter()
-    if ckpt:
-        ckpt.close()
-    if log:
-        log.close()
-    timed_steps = (diverged_at or loop.step) - resumed_at - 1  # after this attempt's first step
-    timed_s = t_end - (t_first or t_end) - eval_s
-    return RunOutcome(
-        steps=steps,
-        tokens=steps * tokens_per_step,
-        loss=loop.curve[-1][1] if diverged_at is None else math.nan,
-        train_loss=float(np.mean(loop.recent)) if loop.recent else math.nan,
-        curve=[(int(t), v) for t, v in loop.curve],
-        diverged_at=diverged_at,
-        wall_s=loop.elapsed_s + t_end - t_start,
-        tokens_per_s=timed_steps * tokens_per_step / timed_s if timed_steps > 0 else math.nan,
-        devices=mesh.size,
-        dtype=dtype,
-        spikes=loop.spikes,
-        max_grad_norm=loop.max_grad_norm,
-        resumed_at=resumed_at,
+    tokens = {s.tokens for s in specs}
+    if len({s.shape for s in specs}) != 1 or len(tokens) != 1:
+        raise ValueError("a pack's runs must share their shape and token budget")
+    steps = planned_steps(tokens.pop(), train, context)
+    stop = max(1, round(stop_fraction * steps)) if stop_fraction else steps
+    unit = lr_schedule(dataclasses.replace(train, lr=1.0), steps)(np.arange(steps))
+    lrs = np.outer(unit, [_peak(s, train) for s in specs]).astype(np.float32)
+    evals = train.evals if stop == steps else max(train.evals, 8)
+    eval_at = {max(1, round(stop * (k + 1) / evals)) for k in range(evals)}
+    pack = _Pack(
+        specs,
+        corpus,
+        context=context,
+        train=train,
+        eval_cfg=eval_cfg,
+        num_batches=steps,
+        job_dir=job_dir,
+        checkpoint_every=checkpoint_every,
+        shard_params_above=shard_params_above,
+        on_tokens=on_tokens,
     )
+    plan = {
+        "steps": steps,
+        "tokens": steps * pack.tokens_per_step,
+        "warmup_steps": round(train.warmup * steps),
+        "schedule": train.schedule,
+    }
+    logs = [
+        _run_logs(d, pack.step, {"run": s.name, **plan})
+        for s, d in zip(specs, run_dirs or [None] * len(specs), strict=True)
+    ]
+    try:
+        pack.advance(stop, lrs, logs, eval_at=eval_at, recent_from=0.9 * stop)
+        pack.save()
+        extra = {"stopped_at": stop} if stop < steps else {}
+        return [pack.outcome(j, steps, **extra) for j in range(pack.size)]
+    finally:
+        pack.close()
+        for log in itertools.chain(*logs):
+            log.close()
+
+
+def train_run(
+    spec: RunSpec, corpus: Corpus, *, run_dir: Path | None = None, **kwargs: Any
+) -> RunOutcome:
+    """Train one run (a pack of one); ``run_dir`` holds its checkpoints and logs.
+
+    Keyword arguments are those of ``train_pack``.
+    """
+    dirs = [run_dir] if run_dir else None
+    return train_pack([spec], corpus, job_dir=run_dir, run_dirs=dirs, **kwargs)[0]
+
+
+def _peak(spec: RunSpec, train: TrainConfig) -> float:
+    """A run's peak learning rate: its own, else the TrainConfig's."""
+    return train.lr if spec.lr is None else spec.lr
+
+
+def wsd_lrs(train: TrainConfig, warmup: int, stable_end: int, end: int) -> np.ndarray:
+    """Unit learning rates of a WSD trajectory over steps [0, end): linear warmup over
+    ``warmup`` steps, constant to ``stable_end``, then a (1 - sqrt) cooldown (Hägele et al.
+    2024's best shape) that reaches ``min_lr_ratio`` on the last step."""
+    t = np.arange(end, dtype=np.float64)
+    lr = np.minimum(1.0, t / max(warmup, 1))
+    cool = t >= stable_end
+    frac = (t[cool] - stable_end + 1) / max(end - stable_end, 1)
+    lr[cool] = train.min_lr_ratio + (1 - train.min_lr_ratio) * (1 - np.sqrt(frac))
+    return lr
+
+
+def train_wsd(
+    specs: Sequence[RunSpec],
+    corpus: Corpus,
+    *,
+    context: int,
+    train: TrainConfig,
+    eval_cfg: EvalConfig,
+    job_dir: Path | None = None,
+    run_dirs: Sequence[Path] | None = None,
+    finished: Callable[[RunSpec], bool] = lambda s: False,
+    on_outcome: Callable[[RunSpec, RunOutcome], None] = lambda s, o: None,
+    checkpoint_every: float = 300.0,
+    shard_params_above: float = 1e8,
+    on_tokens: Callable[[int], None] = lambda n: None,
+) -> None:
+    """Warmup-stable-decay: one constant-lr trunk per model, a cooldown branched off at each D.
+
+    The runs share one shape; each distinct (lr, seed) is a model of a vmapped pack, and each
+    of its token budgets D is a branch: at step ``(1 - decay) x steps(D)`` the trunk's state is
+    copied, cooled down over the remaining ``decay x steps(D)`` steps and validated, and the
+    trunk goes on from the copy. The largest D is the trunk's own end. A whole column of
+    (N, D) points costs the largest run plus the cooldowns.
+
+    Args:
+      specs: the runs (same shape; any token budgets, learning rates and seeds).
+      finished: runs that already have a result (skipped; their branch is not redone).
+      on_outcome: called with each run's outcome as soon as its branch ends.
+      Others: as for ``train_pack``. Checkpoints hold the trunk at each branch point and every
+        ``checkpoint_every`` seconds along it; a branch cut short is redone from its branch point.
+    """
+    if len({s.shape for s in specs}) != 1:
+        raise ValueError("a WSD job's runs must share their shape")
+    slots = sorted({(_peak(s, train), s.seed) for s in specs})
+    rows = [[s for s in specs if (_peak(s, train), s.seed) == slot] for slot in slots]
+    if len({tuple(sorted(s.tokens for s in row)) for row in rows}) != 1:
+        raise ValueError("every (lr, seed) of a WSD job must cover the same token budgets")
+    budgets = sorted({s.tokens for s in specs})
+    steps = [planned_steps(d, train, context) for d in budgets]
+    branch = [s - max(1, round(train.decay * s)) for s in steps]
+    warmup = round(train.warmup * steps[0])
+    by_budget = {(_peak(s, train), s.seed, s.tokens): s for s in specs}
+    dirs = dict(zip((s.name for s in specs), run_dirs or [None] * len(specs), strict=True))
+    firsts = [row[0] for row in rows]  # one spec per model: its seed and lr
+    pack = _Pack(
+        firsts,
+        corpus,
+        context=context,
+        train=train,
+        eval_cfg=eval_cfg,
+        num_batches=steps[-1],
+        job_dir=job_dir,
+        checkpoint_every=checkpoint_every,
+        shard_params_above=shard_params_above,
+        on_tokens=on_tokens,
+    )
+    peak = np.array([lr for lr, _ in slots], np.float32)
+    trunk_lrs = (wsd_lrs(train, warmup, steps[-1], steps[-1])[:, None] * peak).astype(np.float32)
+    # the runs still to do, their logs opened from the restored step
+    run_of = [[by_budget[(lr, seed, d)] for d in budgets] for lr, seed in slots]
+    todo = {s.name for s in specs if not finished(s)}
+    logs = {
+        s.name: _run_logs(
+            dirs[s.name],
+            pack.step,
+            {
+                "run": s.name,
+                "steps": st,
+                "tokens": st * pack.tokens_per_step,
+                "warmup_steps": warmup,
+                "schedule": "wsd",
+                "branch_at": b,
+            },
+        )
+        for row in run_of
+        for s, st, b in zip(row, steps, branch, strict=True)
+        if s.name in todo
+    }
+    evals_every = max(1, steps[-1] // max(train.evals, 1))
+    trunk_evals = {k * evals_every for k in range(1, train.evals + 1)} | set(branch)
+    try:
+        for i, (b, end) in enumerate(zip(branch, steps, strict=True)):
+            if not any(row[i].name in todo for row in run_of):
+                continue
+            # the trunk's lines belong to every run still to branch at or after this point
+            trunk_logs = [
+                [log for k in range(i, len(budgets)) for log in logs.get(row[k].name, [])]
+                for row in run_of
+            ]
+            if pack.step < b:
+                pack.advance(b, trunk_lrs, trunk_logs, eval_at=trunk_evals, recent_from=math.inf)
+                pack.save()
+            snapshot = pack.fork() if i < len(budgets) - 1 else None
+            cool = wsd_lrs(train, warmup, b, end)[:, None] * peak
+            branch_logs = [logs.get(row[i].name, []) for row in run_of]
+            pack.advance(
+                end,
+                cool.astype(np.float32),
+                branch_logs,
+                eval_at={end},
+                recent_from=max(0.9 * end, b),
+                checkpoint=snapshot is None,
+            )
+            for j, row in enumerate(run_of):
+                if row[i].name in todo:
+                    on_outcome(row[i], pack.outcome(j, end, branch_at=b))
+            if snapshot is not None:
+                pack.rejoin(snapshot)
+        pack.save()
+    finally:
+        pack.close()
+        for log in itertools.chain(*logs.values()):
+            log.close()
 
 
 def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:

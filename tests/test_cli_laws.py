@@ -10,7 +10,7 @@ import pytest
 from jaxscale import machine
 from jaxscale.cli import main
 from jaxscale.laws import Chinchilla, TestTime, compute_optimal, predict_loss
-from jaxscale.results import append_record
+from jaxscale.results import write_records
 
 TRUE = Chinchilla(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
 
@@ -80,13 +80,13 @@ def test_fit_csv_power_and_kaplan_with_holdout(ladder_csv, tmp_path, capsys):
 def sweep_dir(tmp_path):
     """A sweep directory: an IsoFLOP set (3 budgets x 7 sizes) with training curves."""
     out = tmp_path / "sweep"
+    records = []
     for c in (1e17, 1e18, 1e19):
         for n in compute_optimal(TRUE, c).N_opt * np.logspace(-0.75, 0.75, 7):
             d = c / (6 * n)
             tokens = d * np.array([0.25, 0.5, 1.0])
             curve = [[float(t), float(predict_loss(TRUE, n, t))] for t in tokens]
-            append_record(
-                out / "results.jsonl",
+            records.append(
                 {
                     "N": float(n),
                     "D": float(d),
@@ -94,9 +94,10 @@ def sweep_dir(tmp_path):
                     "loss": curve[-1][1],
                     "status": "ok",
                     "curve": curve,
-                },
+                }
             )
-    append_record(out / "results.jsonl", {"N": 1e6, "D": 1e6, "status": "diverged"})
+    records.append({"N": 1e6, "D": 1e6, "status": "diverged"})
+    write_records(out / "results.jsonl", records)
     return out
 
 
