@@ -50,13 +50,18 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def configure(backend: str | None = None, *, smoke_timeout_s: float = 180.0) -> str:
+def configure(
+    backend: str | None = None, *, distributed: bool | None = None, smoke_timeout_s: float = 180.0
+) -> str:
     """Choose the backend and expose CPU cores as devices; call before any JAX computation.
 
     Args:
       backend: auto | cpu | cuda | metal; default ``$JAXSCALE_BACKEND`` or auto. ``metal`` is
         smoke-tested in a subprocess first (jax-metal can crash the process rather than raise);
         if it fails or hangs, a warning is given and CPU is used.
+      distributed: join a multi-host run with ``jax.distributed.initialize()``, which finds its
+        peers from SLURM, Open MPI or Kubernetes; default
+        ``$JAXSCALE_DISTRIBUTED`` = 1. Every host then sees every host's devices.
       smoke_timeout_s: how long the Metal smoke test may take.
 
     Returns:
@@ -73,7 +78,22 @@ def configure(backend: str | None = None, *, smoke_timeout_s: float = 180.0) -> 
     platforms = {"cpu": "cpu", "cuda": "cuda", "metal": "METAL"}.get(choice)
     if platforms:
         jax.config.update("jax_platforms", platforms)
+    if distributed is None:
+        distributed = os.environ.get("JAXSCALE_DISTRIBUTED", "") == "1"
+    if distributed:
+        _join_hosts()
     return choice
+
+
+def _join_hosts() -> None:
+    try:
+        jax.distributed.initialize()
+    except (ValueError, RuntimeError) as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise UserError(
+            f"a multi-host run could not start ({lines[0][:160]}); start one process per host"
+            " (or per GPU) under SLURM (srun) or Open MPI (mpirun)"
+        ) from None
 
 
 def _metal_works(timeout_s: float) -> bool:
@@ -103,6 +123,12 @@ def _on_metal() -> bool:
 def supports_donation() -> bool:
     """Whether the backend can donate buffers to a jitted step (jax-metal cannot)."""
     return not _on_metal()
+
+
+def vectorize_packs() -> bool:
+    """Whether a pack's models are vmapped into batched kernels (accelerators) or looped inside
+    the compiled step (CPU, where XLA's batched matmuls are slower than one matmul at a time)."""
+    return jax.default_backend() != "cpu"
 
 
 def compute_dtype(requested: str) -> str:
@@ -156,6 +182,8 @@ def pack_shardings(mesh: Mesh, tree: Any, *, shard: bool) -> Any:
             fits = [i for i in range(1, leaf.ndim) if leaf.shape[i] % data == 0]
             if fits:
                 axes[max(fits, key=lambda i: leaf.shape[i])] = "data"
+        while axes[-1] is None:  # P("pack") as jit writes it: another spelling recompiles
+            axes.pop()
         return NamedSharding(mesh, PartitionSpec(*axes))
 
     return jax.tree.map(spec, tree)

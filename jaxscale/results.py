@@ -66,18 +66,57 @@ def as_columns(
     return cols
 
 
-def load_results(path: str | os.PathLike[str], *, ok_only: bool = True) -> dict[str, np.ndarray]:
-    """Load a sweep's results as columns (``N``, ``D``, ``C``, ``loss``, ...).
+def fit_points(
+    records: Iterable[dict[str, Any]], *, include_predicted: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The records a law is fitted to: one per (model, D), at its best learning rate.
+
+    Only finished runs count (``status`` ok; early-stop predictions too when
+    ``include_predicted``). Runs of one (model, D) that differ in seed are averaged; among
+    learning rates, the one with the lowest mean loss is kept (the tuned-lr convention of
+    Kaplan et al. and Hoffmann et al.).
+
+    Returns:
+      (points, choices): a record per point, its ``loss`` the mean over seeds, with ``seeds`` and
+      ``runs`` added; and, for each point where several learning rates ran, the choice made:
+      ``{"point", "lr", "loss_by_lr"}``.
+    """
+    statuses = ("ok", "predicted") if include_predicted else ("ok",)
+    groups: dict[Any, dict[Any, list[dict[str, Any]]]] = {}
+    for r in records:
+        if r.get("status", "ok") not in statuses:
+            continue
+        shape = (r.get("n_layer"), r.get("d_model"), r.get("n_head"), r.get("N"))
+        point = (shape, r.get("D_target", r.get("D")))
+        groups.setdefault(point, {}).setdefault(r.get("lr"), []).append(r)
+    points, choices = [], []
+    for by_lr in groups.values():
+        mean = {lr: float(np.mean([r["loss"] for r in rs])) for lr, rs in by_lr.items()}
+        best = min(mean, key=mean.__getitem__)
+        runs = by_lr[best]
+        points.append({**runs[0], "loss": mean[best], "seeds": len(runs),
+                       "runs": [r.get("run") for r in runs]})  # fmt: skip
+        if len(by_lr) > 1:
+            label = runs[0].get("run", "").split("_lr")[0]
+            choices.append({"point": label, "lr": best, "loss_by_lr": mean})
+    return points, choices
+
+
+def load_results(
+    path: str | os.PathLike[str], *, include_predicted: bool = False
+) -> dict[str, np.ndarray]:
+    """Load a sweep's fit points as columns (``N``, ``D``, ``C``, ``loss``, ...).
+
+    Diverged runs carry no loss and are left out; several learning rates of one (N, D) give
+    their best, several seeds their mean (see ``fit_points``).
 
     Args:
       path: a sweep directory or a results.jsonl file.
-      ok_only: keep only runs whose ``status`` is ``ok`` (diverged runs carry no loss).
+      include_predicted: also use losses an early stop predicted rather than measured.
 
     Example:
       >>> cols = load_results("reports/quick")          # doctest: +SKIP
       >>> cols["N"], cols["D"], cols["loss"]            # doctest: +SKIP
     """
-    records = read_records(path)
-    if ok_only:
-        records = [r for r in records if r.get("status", "ok") == "ok"]
-    return as_columns(records)
+    points, _ = fit_points(read_records(path), include_predicted=include_predicted)
+    return as_columns(points)

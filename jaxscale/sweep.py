@@ -13,17 +13,16 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+import jax
 
 from jaxscale.config import RunSpec, SweepConfig
-from jaxscale.data import load_corpus
 from jaxscale.errors import UserError
-from jaxscale.jobs import RESULT_FILE, Job, is_final, job_tokens, plan_jobs, run_job
-from jaxscale.machine import record_flops_per_s
+from jaxscale.jobs import RESULT_FILE, is_final, plan_jobs
+from jaxscale.launch import LaunchOptions, launch
 from jaxscale.results import read_records, results_path, write_records
 
 
@@ -98,55 +97,37 @@ def pending_runs(cfg: SweepConfig, out_dir: Path) -> list[RunSpec]:
     return [spec for spec in cfg.runs() if spec.name not in done]
 
 
-def run_sweep(cfg: SweepConfig, out_dir: Path, *, progress: bool = True) -> list[dict[str, Any]]:
+def run_sweep(
+    cfg: SweepConfig,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+    launcher: str = "local",
+    options: LaunchOptions | None = None,
+) -> list[dict[str, Any]]:
     """Train every run of ``cfg`` without a final result in ``out_dir``; return all its records.
 
     Args:
       cfg: the sweep configuration.
       out_dir: where results.jsonl (and later laws, plots and the report) go.
-      progress: show a progress bar (tokens, tokens/s, ETA) and a line per finished run.
+      progress: show a progress bar and a line per finished run.
+      launcher: where the jobs run: local (this process), submitit (a SLURM job array) or ray.
+      options: resources and destination of a remote launcher's jobs.
+
+    Raises:
+      LaunchError: some jobs failed; results.jsonl holds every run that finished.
     """
-    with sweep_lock(out_dir):
+    # A multi-host sweep runs this on every host: they train each job together, and process 0
+    # alone holds the lock and writes the results.
+    lead = launcher != "local" or jax.process_index() == 0
+    with sweep_lock(out_dir) if lead else nullcontext():
         todo = {spec.name for spec in pending_runs(cfg, out_dir)}
         jobs = plan_jobs(cfg, {spec.name for spec in cfg.runs()} - todo)
-        if jobs:
-            _run_local(cfg, jobs, out_dir, progress)
-        return assemble_results(cfg, out_dir)
-
-
-def _run_local(cfg: SweepConfig, jobs: list[Job], out_dir: Path, progress: bool) -> None:
-    """Run the jobs one after another in this process, under one progress bar."""
-    corpus = load_corpus(cfg.corpus, cfg.tokenizer, progress=progress)
-    say = tqdm.write if progress else (lambda s: None)
-    bar = tqdm(
-        total=sum(job_tokens(cfg, job) for job in jobs),
-        mininterval=1.0,
-        unit="tok",
-        unit_scale=True,
-        disable=not progress,
-        bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tok "
-        "[{elapsed}<{remaining}, {rate_fmt}]",
-    )
-    with bar:
-        for i, job in enumerate(jobs, start=1):
-            size = f" ({len(job.runs)} runs)" if len(job.runs) > 1 else ""
-            bar.set_description(f"job {i}/{len(jobs)} {job.name}{size}")
-            for record in run_job(cfg, job, out_dir, corpus=corpus, on_tokens=bar.update,
-                                  say=say):  # fmt: skip
-                assemble_results(cfg, out_dir)
-                say(_run_line(record))
-                if record["status"] == "ok" and record["tokens_per_s"] > 0:
-                    per_token = record["C_counted"] / record["D"]
-                    record_flops_per_s(per_token * record["tokens_per_s"] * record["pack"])
-
-
-def _run_line(r: dict[str, Any]) -> str:
-    if r["status"] == "diverged":
-        return f"{r['run']:<24} diverged at step {r['diverged_at']}"
-    if r["loss"] is None:
-        return f"{r['run']:<24} stopped at step {r['stopped_at']}, no prediction"
-    note = f"  (predicted from {r['stopped_at']}/{r['steps']} steps)" if r["predicted"] else ""
-    return (
-        f"{r['run']:<24} N={r['N']:<9.3g} D={r['D']:<9.3g} loss {r['loss']:.4f}  "
-        f"bpb {r['bpb']:.3f}  {r['tokens_per_s']:,.0f} tok/s  {r['wall_s']:.1f} s{note}"
-    )
+        write = (lambda record: assemble_results(cfg, out_dir)) if lead else (lambda record: None)
+        try:
+            if jobs:  # results.jsonl is kept current as runs finish
+                launch(cfg, jobs, out_dir, launcher, progress=progress and lead, options=options,
+                       on_result=write)  # fmt: skip
+        finally:  # after a failed job too: the runs that finished are in the table
+            records = assemble_results(cfg, out_dir) if lead else collect_records(out_dir)
+        return records

@@ -34,6 +34,7 @@ from jaxscale.backend import (
     pack_mesh,
     pack_shardings,
     supports_donation,
+    vectorize_packs,
 )
 from jaxscale.checkpoint import RunCheckpoints
 from jaxscale.config import EvalConfig, RunSpec, TrainConfig
@@ -112,14 +113,33 @@ def _pack_step(
     *,
     graphdef: nnx.GraphDef,
     cfg: TrainConfig,
+    groups: int,
+    vectorize: bool,
 ) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
-    """``_train_step`` vmapped over a pack: every argument has a leading axis of P models."""
+    """``_train_step`` over a pack: every argument has a leading axis of P models.
+
+    The P models form ``groups`` groups (the ``pack`` axis of the mesh, one group per device
+    column), vmapped. Within a group the models are vmapped too when ``vectorize`` (GPUs: one
+    batched kernel per op fills the device), else mapped in a loop inside the one compiled step:
+    XLA:CPU runs a batched matmul slower than the same matmuls one by one (a pack of 8 of
+    L2-d64-h2 at batch 16 x 128: 15.2k tok/s vmapped against 28.4k looped and 26.5k for the
+    runs one after another, on 1 CPU device).
+    """
     step = functools.partial(_train_step, graphdef=graphdef, cfg=cfg)
-    return jax.vmap(step)(params, opt_state, batch, lr)
+
+    def group(*xs: Any) -> Any:
+        return jax.vmap(step)(*xs) if vectorize else jax.lax.map(lambda x: step(*x), xs)
+
+    split = jax.tree.map(
+        lambda x: x.reshape(groups, -1, *x.shape[1:]), (params, opt_state, batch, lr)
+    )
+    out = jax.vmap(group)(*split)
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
 
 
-pack_step = jax.jit(_pack_step, static_argnames=("graphdef", "cfg"), donate_argnums=(0, 1))
-_pack_step_kept = jax.jit(_pack_step, static_argnames=("graphdef", "cfg"))
+_PACK_STATIC = ("graphdef", "cfg", "groups", "vectorize")
+pack_step = jax.jit(_pack_step, static_argnames=_PACK_STATIC, donate_argnums=(0, 1))
+_pack_step_kept = jax.jit(_pack_step, static_argnames=_PACK_STATIC)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -272,7 +292,13 @@ class _Pack:
         self.shardings = pack_shardings(self.mesh, state, shard=n_params > shard_params_above)
         self.params, self.opt_state = jax.device_put(state, self.shardings)
         jitted = pack_step if supports_donation() else _pack_step_kept
-        self.step_fn = functools.partial(jitted, graphdef=self.graphdef, cfg=train)
+        self.step_fn = functools.partial(
+            jitted,
+            graphdef=self.graphdef,
+            cfg=train,
+            groups=self.mesh.shape["pack"],
+            vectorize=vectorize_packs(),
+        )
         self.t_first: float | None = None
         self.timed_steps, self.eval_s = 0, 0.0
 

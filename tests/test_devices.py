@@ -1,4 +1,5 @@
-"""Data parallelism: one run split over 8 (forced) CPU devices trains the same model as on 1."""
+"""Every local device: one run split over 8 (forced) CPU devices, with its parameters replicated
+or sharded FSDP-style, and a pack of models split over them, train the same models as on 1."""
 
 import json
 import os
@@ -15,12 +16,17 @@ import jax
 from jaxscale.config import EvalConfig, RunSpec, TrainConfig
 from jaxscale.counting import ModelShape
 from jaxscale.data import load_corpus
-from jaxscale.train import train_run
+from jaxscale.train import train_pack, train_run
 corpus = load_corpus("synthetic:order=1,symbols=16,tokens=200000", progress=False)
-out = train_run(RunSpec("r", ModelShape(2, 32, 2), 40_000, 0), corpus, context=32,
-                train=TrainConfig(batch_size=16, lr=1e-2, evals=2),
-                eval_cfg=EvalConfig(tokens=8192))
-print(json.dumps({"devices": out.devices, "loss": out.loss, "curve": out.curve}))
+kw = dict(context=32, train=TrainConfig(batch_size=16, lr=1e-2, evals=2),
+          eval_cfg=EvalConfig(tokens=8192))
+out = train_run(RunSpec("r", ModelShape(2, 32, 2), 40_000, 0), corpus, **kw)
+fsdp = train_run(RunSpec("r", ModelShape(2, 32, 2), 40_000, 0), corpus, shard_params_above=0, **kw)
+pack = train_pack([RunSpec(f"p{i}", ModelShape(1, 16, 2), 20_000, i, lr)
+                   for i, lr in enumerate([3e-3, 1e-2, 3e-2, 1e-1])], corpus, **kw)
+print(json.dumps({"devices": out.devices, "loss": out.loss, "curve": out.curve,
+                  "fsdp": fsdp.loss, "pack": [o.loss for o in pack],
+                  "pack_devices": pack[0].devices}))
 """
 
 
@@ -39,6 +45,11 @@ def test_eight_devices_match_one() -> None:
     assert eight["loss"] == pytest.approx(one["loss"], abs=2e-4)
     for (t1, l1), (t8, l8) in zip(one["curve"], eight["curve"], strict=True):
         assert t1 == t8 and l8 == pytest.approx(l1, abs=2e-4)
+    # parameters and optimiser state sharded over the 8 devices: the same training
+    assert eight["fsdp"] == pytest.approx(one["loss"], abs=2e-4)
+    # a pack of 4 models over 8 devices: one model per 2-device group, each batch split in 2
+    assert eight["pack_devices"] == 8
+    assert eight["pack"] == pytest.approx(one["pack"], abs=2e-4)
 
 
 def test_backend_metal_without_the_plugin_warns_once_and_runs_on_cpu(tmp_path) -> None:

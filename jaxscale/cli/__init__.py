@@ -1,8 +1,8 @@
 """The ``jaxscale`` command: thin click wrappers over the library.
 
-Commands live by family: ``lab`` (sweep, report, bench) and ``laws`` (fit, isoflop, plan, predict,
-ttc). A user's mistake (``jaxscale.errors.UserError`` or a click usage error) is printed as one
-line on stderr with exit status 2, never a traceback.
+Commands live by family: ``lab`` (sweep, report, extrapolate), ``bench``, and ``laws`` (fit,
+isoflop, plan, predict, ttc). A user's mistake (``jaxscale.errors.UserError`` or a click usage
+error) is printed as one line on stderr with exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import warnings
 import click
 
 from jaxscale.backend import BACKENDS, configure
-from jaxscale.cli import lab, laws
+from jaxscale.cli import bench, lab, laws
 from jaxscale.errors import UserError
 
 
@@ -26,12 +26,22 @@ from jaxscale.errors import UserError
     help="Where to compute (default $JAXSCALE_BACKEND or auto). metal is smoke-tested first "
     "and falls back to CPU with a warning.",
 )
-def cli(backend: str | None) -> None:
+@click.option(
+    "--distributed",
+    is_flag=True,
+    default=None,
+    help="This process is one of a multi-host run: join the others with "
+    "jax.distributed.initialize() (SLURM and Open MPI are detected). Default "
+    "$JAXSCALE_DISTRIBUTED=1.",
+)
+@click.pass_context
+def cli(ctx: click.Context, backend: str | None, distributed: bool | None) -> None:
     """Train small-GPT ladders and fit scaling laws on one machine."""
-    configure(backend)  # before any JAX computation: backends initialise lazily
+    configure(backend, distributed=distributed)  # before any JAX computation
+    ctx.obj = {"backend": backend}  # what a sweep's remote jobs are asked to use
 
 
-for _command in (*lab.COMMANDS, *laws.COMMANDS):
+for _command in (*lab.COMMANDS, *bench.COMMANDS, *laws.COMMANDS):
     cli.add_command(_command)
 
 

@@ -1,13 +1,19 @@
-"""CLI commands of the lab: ``sweep`` (train a ladder, then fit and report) and ``report``."""
+"""CLI commands of the lab: ``sweep`` (train a ladder here or on a cluster, then fit and report)
+and ``report``."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 
 from jaxscale.config import load_config
+from jaxscale.errors import UserError
 from jaxscale.extrapolate import extrapolate_run
+from jaxscale.launch import LAUNCHERS, LaunchOptions, slurm_minutes
 from jaxscale.report import summary, write_report
 from jaxscale.sweep import default_out_dir, run_sweep
 
@@ -29,16 +35,63 @@ from jaxscale.sweep import default_out_dir, run_sweep
 )
 @click.option("--no-fit", is_flag=True, help="Train only; skip fitting and the report.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--launcher",
+    type=click.Choice(LAUNCHERS),
+    default="local",
+    show_default=True,
+    help="Where jobs run: this process, a SLURM job array (submitit; local subprocesses without "
+    "SLURM) or Ray.",
+)
+@click.option(
+    "--gpus-per-run",
+    type=click.IntRange(min=0),
+    default=None,
+    help="GPUs per job (per host). Default 1, or 0 with --backend cpu.",
+)
+@click.option(
+    "--cpus-per-run",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU cores per job. Default: Ray's 1, SLURM's default.",
+)
+@click.option(
+    "--nodes-per-run",
+    type=click.IntRange(min=1),
+    default=None,
+    help="submitit: hosts per job, default 1 (more: a process per GPU, joined by jax.distributed).",
+)
+@click.option("--slurm-partition", default=None, help="submitit: the SLURM partition.")
+@click.option(
+    "--slurm-time",
+    default=None,
+    help="submitit: a job's time limit: minutes, H:MM:SS or D-HH:MM:SS (default 24:00:00).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="ray: an existing cluster (auto, ray://HOST:10001); default a local one.",
+)
+@click.pass_obj
 def sweep(
-    config: Path, out: Path | None, overrides: tuple[str, ...], no_fit: bool, quiet: bool
+    obj: dict[str, Any] | None,
+    config: Path,
+    out: Path | None,
+    overrides: tuple[str, ...],
+    no_fit: bool,
+    quiet: bool,
+    launcher: str,
+    **cluster: Any,
 ) -> None:
     """Train every (model, tokens) run of CONFIG not yet done, then fit and report.
 
-    Results go to DIR/results.jsonl (one line per run); re-running skips finished runs.
+    Results go to DIR/results.jsonl (one line per run); re-running skips finished runs. With
+    --launcher submitit or ray each job (a run, or a pack of runs) is a task of its own.
     """
     cfg = load_config(config, overrides)
     out_dir = out or default_out_dir(cfg)
-    records = run_sweep(cfg, out_dir, progress=not quiet)
+    options = launch_options(launcher, (obj or {}).get("backend"), cluster)
+    records = run_sweep(cfg, out_dir, progress=not quiet, launcher=launcher, options=options)
     ok = sum(r["status"] == "ok" for r in records)
     click.echo(f"{ok} of {len(records)} runs finished in {out_dir}/results.jsonl")
     if not no_fit:
@@ -47,9 +100,20 @@ def sweep(
 
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
-def report(directory: Path) -> None:
+@click.option(
+    "--with-predicted",
+    is_flag=True,
+    help="Also fit the losses early-stopped runs predicted (marked in laws.json).",
+)
+@click.option(
+    "--against",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Compare the laws and losses with another sweep directory's "
+    "(e.g. a cosine grid beside a WSD sweep).",
+)
+def report(directory: Path, with_predicted: bool, against: Path | None) -> None:
     """Refit the laws of a sweep DIRECTORY and rewrite its laws.json, figures and report.md."""
-    echo_report(directory)
+    echo_report(directory, include_predicted=with_predicted, against=against)
 
 
 @click.command()
@@ -69,10 +133,46 @@ def extrapolate(run_dir: Path, fraction: float) -> None:
     click.echo(line)
 
 
-def echo_report(out_dir: Path) -> None:
-    """Fit and write a sweep directory's report, then print the laws and where they went."""
-    fits = write_report(out_dir)
+def launch_options(launcher: str, backend: str | None, cluster: dict[str, Any]) -> LaunchOptions:
+    """The sweep's cluster options, refusing those that the chosen launcher would ignore."""
+    given = {key: value for key, value in cluster.items() if value is not None}
+    remote = "submitit or ray"
+    owners = {"slurm_partition": "submitit", "slurm_time": "submitit", "nodes_per_run": "submitit",
+              "ray_address": "ray", "gpus_per_run": remote, "cpus_per_run": remote}  # fmt: skip
+    for key in given:
+        if launcher not in owners[key].split(" or "):
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag} applies to --launcher {owners[key]}, not {launcher}")
+    options = LaunchOptions(backend=backend or os.environ.get("JAXSCALE_BACKEND"), **given)
+    if launcher == "submitit":
+        slurm_minutes(options.slurm_time)  # a bad time limit fails before anything is trained
+    return options
+
+
+def echo_report(out_dir: Path, **kwargs: Any) -> None:
+    """Fit and write a sweep directory's report (``write_report``'s keyword arguments), then
+    print the laws, the training cost if it beat a cosine grid, and where they went."""
+    fits = write_report(out_dir, **kwargs)
     click.echo(summary(fits))
+    laws = json.loads((out_dir / "laws.json").read_text())
+    cost = laws["training_tokens"]
+    if cost["saving"] > 0:
+        click.echo(
+            f"trained {cost['trained']:,.0f} tokens per model, "
+            f"{100 * cost['saving']:.0f}% fewer than a cosine grid of the same points"
+        )
+    for c in laws["lr_choices"]:
+        click.echo(
+            f"{c['point']}: fitted at lr {c['lr']:g} (lowest loss of {len(c['loss_by_lr'])})"
+        )
+    if laws.get("comparison"):
+        cmp = laws["comparison"]
+        for key, params in cmp["laws"].items():
+            agree = sum(v["agrees"] for v in params.values())
+            click.echo(
+                f"{key}: {agree} of {len(params)} parameters within 2 standard errors "
+                f"of {cmp['other']}'s"
+            )
     click.echo(f"laws: {out_dir}/laws.json   report: {out_dir}/report.md")
 
 

@@ -39,7 +39,7 @@ from jaxscale.laws import (
     load_law,
     predict_loss,
 )
-from jaxscale.results import RESULTS_FILE, load_results, read_records
+from jaxscale.results import RESULTS_FILE, as_columns, fit_points, read_records
 from jaxscale.sweep import default_out_dir, run_sweep
 
 JSON_OPTION = click.option(
@@ -89,8 +89,8 @@ def _read_table(data: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]
     if data.is_dir():
         if not (data / RESULTS_FILE).exists():
             raise UserError(f"{data} is not a sweep directory (no {RESULTS_FILE})")
-        records = [r for r in read_records(data) if r.get("status", "ok") == "ok"]
-        return load_results(data), records
+        records, _ = fit_points(read_records(data))
+        return as_columns(records), records
     if not data.is_file():
         raise UserError(f"{data} does not exist")
     return _read_csv(data), None
