@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxscale.errors import UserError
@@ -86,8 +87,19 @@ def configure(
 
 
 def _join_hosts() -> None:
+    """``jax.distributed.initialize()``: SLURM and Open MPI are detected; elsewhere
+    ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAXSCALE_NUM_PROCESSES`` and
+    ``JAXSCALE_PROCESS_ID`` say who is who."""
+    # CPU processes exchange their collectives over gloo (GPUs use NCCL whatever this says).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    manual = {
+        key: int(os.environ[var])
+        for key, var in (("num_processes", "JAXSCALE_NUM_PROCESSES"),
+                         ("process_id", "JAXSCALE_PROCESS_ID"))
+        if os.environ.get(var, "").isdigit()
+    }  # fmt: skip
     try:
-        jax.distributed.initialize()
+        jax.distributed.initialize(**manual)
     except (ValueError, RuntimeError) as e:
         lines = str(e).strip().splitlines() or [type(e).__name__]
         raise UserError(
@@ -197,6 +209,42 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def eval_sharding(mesh: Mesh) -> NamedSharding:
     """A validation batch (B, L+1), the same for every model: sequences over ``data``."""
     return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def is_lead() -> bool:
+    """Whether this is process 0, the one that writes logs and results in a multi-host run."""
+    return jax.process_index() == 0
+
+
+def place(tree: Any, shardings: Any) -> Any:
+    """Put host arrays (the same on every process) onto a sharding, a tree of them or one for all.
+
+    In one process this is ``jax.device_put``. Across hosts each process supplies only the shards
+    its own devices hold (``jax.make_array_from_callback``), which needs every process to hold the
+    same values: they do, as every array placed is a pure function of seeds and step.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    if not isinstance(shardings, NamedSharding):
+        return jax.tree.map(place, tree, shardings)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(x.shape, shardings, np.asarray(x).__getitem__),
+        tree,
+    )
+
+
+def fetch(x: jax.Array) -> np.ndarray:
+    """A (possibly multi-host) array's values, on every process."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def agree(flag: bool) -> bool:
+    """Process 0's ``flag`` on every process (a collective decision, e.g. to checkpoint now)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(multihost_utils.broadcast_one_to_all(np.bool_(flag)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxscale import counting
+from jaxscale.backend import is_lead
 from jaxscale.config import RunSpec, SweepConfig
 from jaxscale.data import Corpus, load_corpus
 from jaxscale.errors import UserError
@@ -66,7 +67,11 @@ def read_result(out_dir: Path, run: str) -> dict[str, Any] | None:
 
 
 def write_result(out_dir: Path, record: dict[str, Any]) -> None:
-    """Write a run's result.json atomically: complete or absent, never half-written."""
+    """Write a run's result.json atomically: complete or absent, never half-written.
+
+    In a multi-host run only process 0 writes."""
+    if not is_lead():
+        return
     path = run_dir(out_dir, record["run"]) / RESULT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -193,6 +198,8 @@ def run_job(
     written = []
 
     def finish(spec: RunSpec, outcome: RunOutcome) -> None:
+        if not is_lead():  # the others hold no metrics logs, and write no results
+            return
         record = make_record(spec, outcome, cfg, corpus, machine)
         if outcome.stopped_at is not None and record["status"] == "ok":
             record["loss_at_stop"] = record["loss"]

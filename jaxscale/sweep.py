@@ -56,9 +56,14 @@ def sweep_lock(out_dir: Path) -> Iterator[None]:
 
 
 def collect_records(out_dir: Path) -> list[dict[str, Any]]:
-    """Every run's latest record: ``runs/*/result.json``, and results.jsonl lines of runs
-    without one (a sweep directory written before run directories held results)."""
-    by_run = {r["run"]: r for r in read_records(results_path(out_dir))}
+    """Every run's latest record: ``runs/*/result.json``, and results.jsonl lines of runs whose
+    directory holds none (a sweep written before run directories held results). Deleting a run's
+    directory therefore deletes its result: the next sweep trains it again."""
+    by_run = {
+        r["run"]: r
+        for r in read_records(results_path(out_dir))
+        if (out_dir / "runs" / r["run"]).is_dir()
+    }
     for path in sorted((out_dir / "runs").glob(f"*/{RESULT_FILE}")):
         record = json.loads(path.read_text())
         by_run[record["run"]] = record

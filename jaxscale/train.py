@@ -25,14 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxscale.backend import (
+    agree,
     batch_sharding,
     compute_dtype,
     eval_sharding,
+    fetch,
+    is_lead,
     pack_mesh,
     pack_shardings,
+    place,
     supports_donation,
     vectorize_packs,
 )
@@ -154,7 +158,7 @@ def evaluate(
     corpus: Corpus,
     context: int,
     cfg: EvalConfig,
-    mesh: Mesh | None = None,
+    mesh: Mesh,
 ) -> np.ndarray:
     """Mean validation loss in nats/token of each model of a pack (params with a leading P axis)
     over the first ``cfg.tokens`` held-out tokens; every model sees the same batches."""
@@ -162,9 +166,10 @@ def evaluate(
     for batch in eval_batches(
         corpus.val, batch_size=cfg.batch_size, context=context, max_tokens=cfg.tokens
     ):
-        if mesh is not None and batch.shape[0] % mesh.shape["data"] == 0:
-            batch = jax.device_put(batch, eval_sharding(mesh))
-        total += np.asarray(_pack_eval_sum(params, jnp.asarray(batch), graphdef=graphdef))
+        sharding = eval_sharding(mesh)
+        if batch.shape[0] % mesh.shape["data"]:  # a short last batch: on every device whole
+            sharding = NamedSharding(mesh, PartitionSpec())
+        total += fetch(_pack_eval_sum(params, place(batch, sharding), graphdef=graphdef))
         count += batch.shape[0] * (batch.shape[1] - 1)
     return total / count
 
@@ -283,14 +288,16 @@ class _Pack:
         self.step, self.elapsed_s = 0, 0.0
         self.slots = [_Slot() for _ in specs]
         self.ckpt = RunCheckpoints(job_dir / "checkpoints", checkpoint_every) if job_dir else None
+        n_params = sum(x.size for x in jax.tree.leaves(params)) // self.size
+        self.shardings = pack_shardings(self.mesh, state, shard=n_params > shard_params_above)
+        state = place(state, self.shardings)
+        # restored onto the same shardings: each process reads only its own shards
         if self.ckpt and (restored := self.ckpt.restore(like=state)):
             _, state, meta = restored
             self._load_meta(meta)
             on_tokens(self.step * self.tokens_per_step * self.size)
         self.resumed_at = self.step
-        n_params = sum(x.size for x in jax.tree.leaves(params)) // self.size
-        self.shardings = pack_shardings(self.mesh, state, shard=n_params > shard_params_above)
-        self.params, self.opt_state = jax.device_put(state, self.shardings)
+        self.params, self.opt_state = state
         jitted = pack_step if supports_donation() else _pack_step_kept
         self.step_fn = functools.partial(
             jitted,
@@ -366,14 +373,14 @@ class _Pack:
         log_every = max(1, len(lrs) // 200)
         while self.step < until and any(s.diverged_at is None for s in self.slots):
             stacked = np.stack([self.streams[k].__next__() for k in range(len(self.seeds))])
-            batch = jax.device_put(stacked[self.stream_of], batch_sharding(self.mesh))
+            batch = place(stacked[self.stream_of], batch_sharding(self.mesh))
             lr = lrs[self.step]
             self.params, self.opt_state, metrics = self.step_fn(
                 self.params, self.opt_state, batch, lr
             )
             self.step += 1
             # A host sync per step: cheap next to a step, and a NaN is caught where it happens.
-            losses, norms = np.asarray(metrics["loss"]), np.asarray(metrics["grad_norm"])
+            losses, norms = fetch(metrics["loss"]), fetch(metrics["grad_norm"])
             if self.t_first is None:
                 self.t_first = time.perf_counter()
             else:
@@ -407,7 +414,7 @@ class _Pack:
             self.on_tokens(self.tokens_per_step * self.size)
             if self.step in eval_at:
                 self.validate(logs)
-            if checkpoint and self.ckpt and self.ckpt.due():
+            if checkpoint and self.ckpt and agree(self.ckpt.due()):
                 self.save()
 
     def validate(self, logs: Sequence[Sequence[MetricsLog]]) -> None:
@@ -453,8 +460,10 @@ class _Pack:
 
 
 def _run_logs(run_dir: Path | None, keep_through_step: int, plan: dict[str, Any]) -> list:
-    """Open a run's metrics log and write its run.json (the plan, for tools reading it mid-way)."""
-    if run_dir is None:
+    """Open a run's metrics log and write its run.json (the plan, for tools reading it mid-way).
+
+    Only process 0 of a multi-host run writes them."""
+    if run_dir is None or not is_lead():
         return []
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(plan) + "\n")
