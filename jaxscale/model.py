@@ -1,6 +1,6 @@
 """A GPT-2-style decoder in Flax NNX, functional at the jit boundary.
 
-Pre-LayerNorm blocks, causal ``jax.nn.dot_product_attention``, a 4x GELU MLP, learned positions,
+Pre-LayerNorm blocks, causal softmax attention, a 4x GELU MLP, learned positions,
 and an output head tied to the token embedding (GPT-2, nanoGPT). Shapes ride in names:
 B batch, L sequence, D d_model, H heads, K head size, V vocabulary.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxscale.counting import ModelShape
@@ -27,6 +28,41 @@ from jaxscale.counting import ModelShape
 _ModuleList = getattr(nnx, "List", list)
 
 _INIT_STD = 0.02  # GPT-2's initialiser scale
+
+# Queries per block of the CPU attention (see ``causal_attention``). On 2 cores at context 256, its
+# forward and backward take 0.44x the time of jax.nn.dot_product_attention's with 64-query blocks,
+# 0.51x with 128 and 0.66x with 32 (smaller blocks pay more in per-op overhead).
+_ATTN_BLOCK = 64
+
+
+def causal_attention(q_BxLxHxK: jax.Array, k_BxLxHxK: jax.Array, v_BxLxHxK: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(K) + causal mask) v, the maths of ``jax.nn.dot_product_attention``.
+
+    Off CPU this is ``jax.nn.dot_product_attention``. On CPU, XLA materialises the (B, H, L, L)
+    scores and runs several memory-bound passes over them (scale, mask, softmax, and their
+    gradients), half of them on masked entries; that was 28% of a train step. Here the queries go
+    in blocks of ``_ATTN_BLOCK``, each against only the keys at or before its last position, which
+    skips the blocks above the diagonal (at context 256, 62% of the scores are computed) and keeps
+    each block's scores smaller. Scores and softmax are float32 whatever the input dtype, as in
+    ``jax.nn.dot_product_attention``; the 1/sqrt(K) scale is applied to q (B L H K) rather than to
+    the scores (B H L L).
+    """
+    if jax.default_backend() != "cpu":
+        return jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=True)
+    K = q_BxLxHxK.shape[-1]
+    q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q_BxLxHxK, k_BxLxHxK, v_BxLxHxK))  # B H L K
+    q = q * jnp.asarray(K**-0.5, q.dtype)
+    L = q.shape[2]
+    ys = []
+    for start in range(0, L, _ATTN_BLOCK):
+        end = min(start + _ATTN_BLOCK, L)
+        s_BxHxQxS = jnp.einsum(
+            "bhqk,bhsk->bhqs", q[:, :, start:end], k[:, :, :end], preferred_element_type=jnp.float32
+        )
+        causal_QxS = np.arange(end)[None, :] <= np.arange(start, end)[:, None]
+        p_BxHxQxS = jax.nn.softmax(jnp.where(causal_QxS, s_BxHxQxS, -jnp.inf), axis=-1)
+        ys.append(p_BxHxQxS.astype(v.dtype) @ v[:, :, :end])
+    return jnp.swapaxes(jnp.concatenate(ys, axis=2), 1, 2)
 
 
 class Block(nnx.Module):
@@ -53,7 +89,7 @@ class Block(nnx.Module):
         H = self.n_head
         qkv_BxLx3xHxK = self.qkv(self.ln1(x_BxLxD)).reshape(B, L, 3, H, D // H)
         q, k, v = (qkv_BxLx3xHxK[:, :, i] for i in range(3))
-        y_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        y_BxLxHxK = causal_attention(q, k, v)
         x_BxLxD = x_BxLxD + self.proj(y_BxLxHxK.reshape(B, L, D))
         return x_BxLxD + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x_BxLxD))))
 

@@ -6,6 +6,10 @@ Python (a separate venv with torch) as a subprocess. Each repeat times the JAX s
 reference back to back, so that both see the same machine load; the printed numbers are medians
 over the repeats, and each repeat is itself the median of its timed steps.
 
+Each repeat also prints the 1-minute load average before it. Read ratios from unloaded repeats
+only: under contention torch's OpenMP threads slow down far more than XLA's (measured: JAX 2x
+ahead of eager on repeats sharing the 2 cores with a test suite, 0.7x on quiet ones).
+
 The JAX step runs as ``train_run`` runs it: ``jaxscale.backend.configure`` exposes one XLA host
 device per core and the batch is split over them (``--devices 1`` times a single device).
 
@@ -157,8 +161,9 @@ def main() -> None:
     jax_tok_s: list[float] = []
     torch_tok_s: dict[str, list[float]] = {}
     for repeat in range(1, args.repeats + 1):
+        load = os.getloadavg()[0]
         jax_tok_s.append(time_jax(one_step, args.steps, tokens_per_step))
-        line = f"repeat {repeat}: jax {jax_tok_s[-1]:.0f} tok/s"
+        line = f"repeat {repeat} (load {load:.1f}): jax {jax_tok_s[-1]:.0f} tok/s"
         if torch_ok:
             for mode, tok_s in run_torch(args).items():
                 torch_tok_s.setdefault(mode, []).append(tok_s)
