@@ -132,7 +132,9 @@ def _pack_step(
     step = functools.partial(_train_step, graphdef=graphdef, cfg=cfg)
 
     def group(*xs: Any) -> Any:
-        return jax.vmap(step)(*xs) if vectorize else jax.lax.map(lambda x: step(*x), xs)
+        if vectorize or lr.shape[0] == groups:  # one model a group: the vmap is free
+            return jax.vmap(step)(*xs)
+        return jax.lax.map(lambda x: step(*x), xs)
 
     split = jax.tree.map(
         lambda x: x.reshape(groups, -1, *x.shape[1:]), (params, opt_state, batch, lr)
@@ -616,7 +618,8 @@ def train_wsd(
     budgets = sorted({s.tokens for s in specs})
     steps = [planned_steps(d, train, context) for d in budgets]
     branch = [s - max(1, round(train.decay * s)) for s in steps]
-    warmup = round(train.warmup * steps[0])
+    # the longest run's warmup (as its cosine twin has), cut short of the first branch point
+    warmup = min(round(train.warmup * steps[-1]), branch[0] // 2)
     by_budget = {(_peak(s, train), s.seed, s.tokens): s for s in specs}
     dirs = dict(zip((s.name for s in specs), run_dirs or [None] * len(specs), strict=True))
     firsts = [row[0] for row in rows]  # one spec per model: its seed and lr

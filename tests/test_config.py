@@ -1,9 +1,14 @@
 """Config loading: YAML numbers, overrides, and one-line errors for every kind of bad input."""
 
+from pathlib import Path
+
 import pytest
 
 from jaxscale.config import ConfigError, config_from_dict, load_config
 from jaxscale.counting import PRESETS, ModelShape
+from jaxscale.results import read_records
+
+REPO = Path(__file__).resolve().parents[1]
 
 BASE = {
     "name": "t",
@@ -81,3 +86,36 @@ def test_bad_override_and_missing_file(tmp_path) -> None:
 def test_shipped_configs_load() -> None:
     for name in ("quick", "macbook", "gpu"):
         assert load_config(f"configs/{name}.yaml").runs()
+
+
+def test_the_committed_quick_report_belongs_to_the_quick_config() -> None:
+    """The README's first command resumes reports/quick: its results must share the config's
+    fingerprint, or the command would refuse the directory."""
+    cfg = load_config(REPO / "configs" / "quick.yaml")
+    records = read_records(REPO / "reports" / "quick")
+    assert {r["config_fingerprint"] for r in records} == {cfg.fingerprint()}
+    assert sorted(r["run"] for r in records) == sorted(s.name for s in cfg.runs())
+
+
+def test_lists_of_lrs_and_seeds_make_one_run_each_and_keep_the_fingerprint() -> None:
+    cfg = config_from_dict({**BASE, "train": {"lr": [1e-3, 3e-3]}, "seeds": [0, 1]})
+    runs = cfg.runs()
+    assert len(runs) == 2 * 2 * 2 * 2
+    assert runs[0].name.endswith("_lr0.001_s0") and {r.lr for r in runs} == {1e-3, 3e-3}
+    more = config_from_dict({**BASE, "train": {"lr": [1e-3, 3e-3, 1e-2]}, "seeds": [0, 1, 2]})
+    assert more.fingerprint() == cfg.fingerprint()  # a sweep directory may grow by more of them
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train": {"lr": [1e-3, 1e-3]}}, "must not repeat"),
+        ({"train": {"lr": [1e-3, -1.0]}}, "train.lr[1]"),
+        ({"pack": 0}, "'pack' must be positive"),
+        ({"early_stop": 1.5}, "'early_stop'"),
+        ({"train": {"schedule": "wsd", "decay": 0.01}}, "'train.decay'"),
+    ],
+)
+def test_pack_and_schedule_mistakes_are_named(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config_from_dict({**BASE, **change})
