@@ -1,4 +1,4 @@
-"""Where runs execute: the backend choice, CPU cores as devices, and the data-parallel mesh.
+"""Where runs execute: the backend choice, CPU cores as devices, the mesh and its shardings.
 
 ``configure`` must run before JAX initialises its backends (the CLI calls it first thing). It
 honours ``--backend`` / ``JAXSCALE_BACKEND`` (auto | cpu | cuda | metal) and, on CPU, exposes one
@@ -6,8 +6,10 @@ XLA host device per core: XLA runs each device's share of a step on its own thre
 CPU device leaves most small-model work on a single core. Data parallelism over the cores roughly
 doubles a step's throughput on 2 cores (measured by ``scripts/bench_cpu.py``).
 
-Every run is data-parallel over ``data_mesh``: parameters replicated, the batch split along the
-mesh's ``data`` axis; with one device this is a no-op.
+Every job trains on ``pack_mesh``: its models over the ``pack`` axis, each model's batch over the
+``data`` axis (and, for large models, its parameters too: FSDP); with one device this is a no-op.
+Arrays go onto the mesh with ``place`` and come back with ``fetch``, which also work when the
+mesh spans several processes (``--distributed``).
 """
 
 from __future__ import annotations
@@ -157,13 +159,6 @@ def compute_dtype(requested: str) -> str:
     return requested
 
 
-def data_mesh(batch_size: int) -> Mesh:
-    """A 1-D ``data`` mesh over the most local devices that divide ``batch_size``."""
-    devices = jax.local_devices()
-    n = max(k for k in range(1, len(devices) + 1) if batch_size % k == 0)
-    return Mesh(np.asarray(devices[:n]), ("data",))
-
-
 def pack_mesh(pack_size: int, batch_size: int) -> Mesh:
     """A 2-D ``(pack, data)`` mesh for P models trained together.
 
@@ -245,13 +240,3 @@ def agree(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
     return bool(multihost_utils.broadcast_one_to_all(np.bool_(flag)))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    """Every device holds the whole array (parameters, optimiser state)."""
-    return NamedSharding(mesh, PartitionSpec())
-
-
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    """The leading (batch) axis split over the mesh's devices."""
-    return NamedSharding(mesh, PartitionSpec("data"))

@@ -104,9 +104,8 @@ def _train_step(
     return params, opt_state, {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads)}
 
 
+# One model's step (the sweeps run ``pack_step``, which wraps the same ``_train_step``).
 train_step = jax.jit(_train_step, static_argnames=("graphdef", "cfg"), donate_argnums=(0, 1))
-# jax-metal cannot donate buffers (REFERENCE.md): the same step without donation for it.
-_train_step_kept = jax.jit(_train_step, static_argnames=("graphdef", "cfg"))
 
 
 def _pack_step(
@@ -145,6 +144,7 @@ def _pack_step(
 
 _PACK_STATIC = ("graphdef", "cfg", "groups", "vectorize")
 pack_step = jax.jit(_pack_step, static_argnames=_PACK_STATIC, donate_argnums=(0, 1))
+# jax-metal cannot donate buffers (REFERENCE.md): the same step without donation for it.
 _pack_step_kept = jax.jit(_pack_step, static_argnames=_PACK_STATIC)
 
 

@@ -1,6 +1,7 @@
 """Throughput of jaxscale's train step on CPU next to the nanoGPT-style PyTorch reference.
 
-The JAX step is ``jaxscale.train.train_step`` on a GPT from ``jaxscale.model.init_model``; the
+The JAX step is the one a sweep runs for a single run, ``jaxscale.train.pack_step`` on a pack of
+one GPT from ``jaxscale.model.init_model``; the
 reference is ``../shared/bench/torch_cpu_gpt.py`` (eager and ``torch.compile``), run in its own
 Python (a separate venv with torch) as a subprocess. Each repeat times the JAX step and then the
 reference back to back, so that both see the same machine load; the printed numbers are medians
@@ -38,11 +39,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscale.backend import batch_sharded, configure, data_mesh, replicated
+from jaxscale.backend import (
+    batch_sharding,
+    configure,
+    pack_mesh,
+    pack_shardings,
+    vectorize_packs,
+)
 from jaxscale.config import TrainConfig
 from jaxscale.counting import ModelShape
 from jaxscale.model import init_model
-from jaxscale.train import make_optimizer, train_step
+from jaxscale.train import make_optimizer, pack_step
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO.parent / "shared" / "bench" / "torch_cpu_gpt.py"
@@ -82,15 +89,20 @@ def make_jax_step(args: argparse.Namespace) -> Callable[[], None]:
     cfg = TrainConfig(batch_size=args.batch, dtype=args.dtype)
     shape = ModelShape(args.layers, args.d_model, args.heads)
     graphdef, params = init_model(shape, args.vocab, args.context, seed=0, dtype=args.dtype)
-    mesh = data_mesh(args.batch)
-    params, opt_state = jax.device_put((params, make_optimizer(cfg).init(params)), replicated(mesh))
-    step_fn = functools.partial(train_step, graphdef=graphdef, cfg=cfg)
+    # a pack of one model, placed and stepped as train_pack does for a single run
+    mesh = pack_mesh(1, args.batch)
+    params = jax.tree.map(lambda x: x[None], params)
+    state = (params, jax.vmap(make_optimizer(cfg).init)(params))
+    params, opt_state = jax.device_put(state, pack_shardings(mesh, state, shard=False))
+    step_fn = functools.partial(
+        pack_step, graphdef=graphdef, cfg=cfg, groups=1, vectorize=vectorize_packs()
+    )
     rng = np.random.default_rng(0)
     batch_BxLp1 = jax.device_put(
-        rng.integers(0, args.vocab, (args.batch, args.context + 1)).astype(np.int32),
-        batch_sharded(mesh),
+        rng.integers(0, args.vocab, (1, args.batch, args.context + 1)).astype(np.int32),
+        batch_sharding(mesh),
     )
-    lr = jnp.float32(1e-3)
+    lr = jnp.full((1,), 1e-3, jnp.float32)
     state = [params, opt_state]
 
     def one_step() -> None:
