@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,16 @@ from jaxscale.data import Corpus, load_corpus
 from jaxscale.errors import UserError
 from jaxscale.extrapolate import extrapolate_run
 from jaxscale.machine import provenance
-from jaxscale.train import RunOutcome, bits_per_byte, planned_steps, train_pack, train_wsd
+from jaxscale.results import write_records
+from jaxscale.train import (
+    RunOutcome,
+    bits_per_byte,
+    cooldown_steps,
+    planned_steps,
+    stop_step,
+    train_pack,
+    train_wsd,
+)
 
 RESULT_FILE = "result.json"
 
@@ -72,14 +80,7 @@ def write_result(out_dir: Path, record: dict[str, Any]) -> None:
     In a multi-host run only process 0 writes."""
     if not is_lead():
         return
-    path = run_dir(out_dir, record["run"]) / RESULT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with tmp.open("w") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    write_records(run_dir(out_dir, record["run"]) / RESULT_FILE, [record])
 
 
 def is_final(record: dict[str, Any] | None, cfg: SweepConfig) -> bool:
@@ -132,9 +133,7 @@ def job_tokens(cfg: SweepConfig, job: Job) -> int:
     specs = _specs(cfg, job)
     per_step = cfg.train.batch_size * cfg.context
     if job.kind == "pack":
-        steps = planned_steps(specs[0].tokens, cfg.train, cfg.context)
-        if cfg.early_stop:
-            steps = max(1, round(cfg.early_stop * steps))
+        steps = stop_step(planned_steps(specs[0].tokens, cfg.train, cfg.context), cfg.early_stop)
         return len(specs) * steps * per_step
     budgets = sorted({s.tokens for s in specs})
     models = len(specs) // len(budgets)
@@ -144,7 +143,7 @@ def job_tokens(cfg: SweepConfig, job: Job) -> int:
 def wsd_steps(cfg: SweepConfig, budgets: list[int]) -> int:
     """Steps of a WSD column over ``budgets``: the longest run plus the other runs' cooldowns."""
     steps = sorted(planned_steps(d, cfg.train, cfg.context) for d in budgets)
-    return steps[-1] + sum(max(1, round(cfg.train.decay * s)) for s in steps[:-1])
+    return steps[-1] + sum(cooldown_steps(s, cfg.train) for s in steps[:-1])
 
 
 def _specs(cfg: SweepConfig, job: Job) -> list[RunSpec]:

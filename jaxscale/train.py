@@ -236,6 +236,16 @@ def planned_steps(tokens: int, train: TrainConfig, context: int) -> int:
     return max(1, round(tokens / (train.batch_size * context)))
 
 
+def stop_step(steps: int, fraction: float) -> int:
+    """The last step of a run of ``steps`` stopped early after ``fraction`` (0: not stopped)."""
+    return max(1, round(fraction * steps)) if fraction else steps
+
+
+def cooldown_steps(steps: int, train: TrainConfig) -> int:
+    """Steps of a WSD run's final cooldown: its last ``decay`` share."""
+    return max(1, round(train.decay * steps))
+
+
 SPIKE_FACTOR = 1.25  # a loss above 1.25x its running average is logged as a spike
 
 
@@ -374,7 +384,7 @@ class _Pack:
         """
         log_every = max(1, len(lrs) // 200)
         while self.step < until and any(s.diverged_at is None for s in self.slots):
-            stacked = np.stack([self.streams[k].__next__() for k in range(len(self.seeds))])
+            stacked = np.stack([next(stream) for stream in self.streams])
             batch = place(stacked[self.stream_of], batch_sharding(self.mesh))
             lr = lrs[self.step]
             self.params, self.opt_state, metrics = self.step_fn(
@@ -513,7 +523,7 @@ def train_pack(
     if len({s.shape for s in specs}) != 1 or len(tokens) != 1:
         raise ValueError("a pack's runs must share their shape and token budget")
     steps = planned_steps(tokens.pop(), train, context)
-    stop = max(1, round(stop_fraction * steps)) if stop_fraction else steps
+    stop = stop_step(steps, stop_fraction)
     unit = lr_schedule(dataclasses.replace(train, lr=1.0), steps)(np.arange(steps))
     lrs = np.outer(unit, [_peak(s, train) for s in specs]).astype(np.float32)
     evals = train.evals if stop == steps else max(train.evals, 8)
@@ -617,7 +627,7 @@ def train_wsd(
         raise ValueError("every (lr, seed) of a WSD job must cover the same token budgets")
     budgets = sorted({s.tokens for s in specs})
     steps = [planned_steps(d, train, context) for d in budgets]
-    branch = [s - max(1, round(train.decay * s)) for s in steps]
+    branch = [s - cooldown_steps(s, train) for s in steps]
     # the longest run's warmup (as its cosine twin has), cut short of the first branch point
     warmup = min(round(train.warmup * steps[-1]), branch[0] // 2)
     by_budget = {(_peak(s, train), s.seed, s.tokens): s for s in specs}
