@@ -34,6 +34,7 @@ from jaxscale.backend import (
     eval_sharding,
     fetch,
     is_lead,
+    micro_batch_tokens,
     pack_mesh,
     pack_shardings,
     place,
@@ -76,6 +77,22 @@ def lr_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
     )
 
 
+def micro_batches(cfg: TrainConfig, context: int, data_devices: int) -> int:
+    """How many micro-batches a step splits its batch into: ``cfg.accum``, or more on CPU.
+
+    Each of the ``data_devices`` holds ``batch_size / data_devices`` rows; where the backend wants
+    smaller pieces (``micro_batch_tokens``), the step takes the fewest micro-batches that divide
+    those rows evenly, are a multiple of ``cfg.accum`` and hold at most that many tokens a device.
+    The gradient is the same mean either way; only the order of summation changes.
+    """
+    tokens = micro_batch_tokens()
+    rows = cfg.batch_size // data_devices
+    if tokens is None or rows % cfg.accum:
+        return cfg.accum
+    want = min(rows, max(cfg.accum, -(-rows * context // tokens)))
+    return next(n for n in range(want, rows + 1) if rows % n == 0 and n % cfg.accum == 0)
+
+
 def _train_step(
     params: nnx.State,
     opt_state: optax.OptState,
@@ -84,13 +101,20 @@ def _train_step(
     *,
     graphdef: nnx.GraphDef,
     cfg: TrainConfig,
+    accum: int | None = None,
 ) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
-    """One optimiser step on ``batch`` (B, L+1); micro-batches are accumulated with a scan."""
+    """One optimiser step on ``batch`` (B, L+1) in ``accum`` micro-batches (default
+    ``cfg.accum``), their gradients accumulated with a scan.
+
+    Micro-batch i takes rows i, i + accum, ...: with the batch split over devices in contiguous
+    blocks, every device holds an equal share of every micro-batch.
+    """
+    accum = accum or cfg.accum
     grad_fn = jax.value_and_grad(functools.partial(loss_fn, graphdef))
-    if cfg.accum == 1:
+    if accum == 1:
         loss, grads = grad_fn(params, batch)
     else:
-        micro = batch.reshape(cfg.accum, -1, batch.shape[-1])
+        micro = batch.reshape(-1, accum, batch.shape[-1]).swapaxes(0, 1)
 
         def accumulate(carry: Any, mb: jax.Array) -> tuple[Any, None]:
             loss_i, grads_i = grad_fn(params, mb)
@@ -98,14 +122,16 @@ def _train_step(
 
         zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
         (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
-        loss, grads = jax.tree.map(lambda x: x / cfg.accum, (loss, grads))
+        loss, grads = jax.tree.map(lambda x: x / accum, (loss, grads))
     updates, opt_state = make_optimizer(cfg).update(grads, opt_state, params)
     params = optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
     return params, opt_state, {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads)}
 
 
 # One model's step (the sweeps run ``pack_step``, which wraps the same ``_train_step``).
-train_step = jax.jit(_train_step, static_argnames=("graphdef", "cfg"), donate_argnums=(0, 1))
+train_step = jax.jit(
+    _train_step, static_argnames=("graphdef", "cfg", "accum"), donate_argnums=(0, 1)
+)
 
 
 def _pack_step(
@@ -118,6 +144,7 @@ def _pack_step(
     cfg: TrainConfig,
     groups: int,
     vectorize: bool,
+    accum: int,
 ) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
     """``_train_step`` over a pack: every argument has a leading axis of P models.
 
@@ -126,12 +153,16 @@ def _pack_step(
     batched kernel per op fills the device), else mapped in a loop inside the one compiled step:
     XLA:CPU runs a batched matmul slower than the same matmuls one by one (a pack of 8 of
     L2-d64-h2 at batch 16 x 128: 15.2k tok/s vmapped against 28.4k looped and 26.5k for the
-    runs one after another, on 1 CPU device).
+    runs one after another, on 1 CPU device). A pack of one is not vmapped at all: XLA:CPU ran
+    its size-1 batched matmuls 8% slower than plain ones.
     """
-    step = functools.partial(_train_step, graphdef=graphdef, cfg=cfg)
+    step = functools.partial(_train_step, graphdef=graphdef, cfg=cfg, accum=accum)
+    if lr.shape[0] == 1:
+        out = step(*jax.tree.map(lambda x: x[0], (params, opt_state, batch, lr)))
+        return jax.tree.map(lambda x: x[None], out)
 
     def group(*xs: Any) -> Any:
-        if vectorize or lr.shape[0] == groups:  # one model a group: the vmap is free
+        if vectorize or lr.shape[0] == groups:  # one model a group: no loop to save
             return jax.vmap(step)(*xs)
         return jax.lax.map(lambda x: step(*x), xs)
 
@@ -142,10 +173,26 @@ def _pack_step(
     return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
 
 
-_PACK_STATIC = ("graphdef", "cfg", "groups", "vectorize")
+_PACK_STATIC = ("graphdef", "cfg", "groups", "vectorize", "accum")
 pack_step = jax.jit(_pack_step, static_argnames=_PACK_STATIC, donate_argnums=(0, 1))
 # jax-metal cannot donate buffers (REFERENCE.md): the same step without donation for it.
 _pack_step_kept = jax.jit(_pack_step, static_argnames=_PACK_STATIC)
+
+
+def make_pack_step(
+    graphdef: nnx.GraphDef, cfg: TrainConfig, mesh: Mesh, context: int
+) -> Callable[..., tuple[nnx.State, optax.OptState, dict[str, jax.Array]]]:
+    """The compiled step ``(params, opt_state, batch, lr) -> (params, opt_state, metrics)`` of a
+    pack on ``mesh``, as sweeps run it: donated where the backend can, micro-batched per
+    ``micro_batches``."""
+    return functools.partial(
+        pack_step if supports_donation() else _pack_step_kept,
+        graphdef=graphdef,
+        cfg=cfg,
+        groups=mesh.shape["pack"],
+        vectorize=vectorize_packs(),
+        accum=micro_batches(cfg, context, mesh.shape["data"]),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -310,14 +357,7 @@ class _Pack:
             on_tokens(self.step * self.tokens_per_step * self.size)
         self.resumed_at = self.step
         self.params, self.opt_state = state
-        jitted = pack_step if supports_donation() else _pack_step_kept
-        self.step_fn = functools.partial(
-            jitted,
-            graphdef=self.graphdef,
-            cfg=train,
-            groups=self.mesh.shape["pack"],
-            vectorize=vectorize_packs(),
-        )
+        self.step_fn = make_pack_step(self.graphdef, train, self.mesh, context)
         self.t_first: float | None = None
         self.timed_steps, self.eval_s = 0, 0.0
 

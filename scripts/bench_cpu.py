@@ -1,8 +1,8 @@
 """Throughput of jaxscale's train step on CPU next to the nanoGPT-style PyTorch reference.
 
-The JAX step is the one a sweep runs for a single run, ``jaxscale.train.pack_step`` on a pack of
-one GPT from ``jaxscale.model.init_model``; the
-reference is ``../shared/bench/torch_cpu_gpt.py`` (eager and ``torch.compile``), run in its own
+The JAX step is the one a sweep runs for a single run (``jaxscale.train.make_pack_step`` on a
+pack of one GPT from ``jaxscale.model.init_model``, micro-batched as sweeps do); the reference
+is ``../shared/bench/torch_cpu_gpt.py`` (eager and ``torch.compile``), run in its own
 Python (a separate venv with torch) as a subprocess. Each repeat times the JAX step and then the
 reference back to back, so that both see the same machine load; the printed numbers are medians
 over the repeats, and each repeat is itself the median of its timed steps.
@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import re
 import statistics
@@ -39,17 +38,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscale.backend import (
-    batch_sharding,
-    configure,
-    pack_mesh,
-    pack_shardings,
-    vectorize_packs,
-)
+from jaxscale.backend import batch_sharding, configure, pack_mesh, pack_shardings
 from jaxscale.config import TrainConfig
 from jaxscale.counting import ModelShape
 from jaxscale.model import init_model
-from jaxscale.train import make_optimizer, pack_step
+from jaxscale.train import make_optimizer, make_pack_step, micro_batches
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO.parent / "shared" / "bench" / "torch_cpu_gpt.py"
@@ -94,9 +87,7 @@ def make_jax_step(args: argparse.Namespace) -> Callable[[], None]:
     params = jax.tree.map(lambda x: x[None], params)
     state = (params, jax.vmap(make_optimizer(cfg).init)(params))
     params, opt_state = jax.device_put(state, pack_shardings(mesh, state, shard=False))
-    step_fn = functools.partial(
-        pack_step, graphdef=graphdef, cfg=cfg, groups=1, vectorize=vectorize_packs()
-    )
+    step_fn = make_pack_step(graphdef, cfg, mesh, args.context)
     rng = np.random.default_rng(0)
     batch_BxLp1 = jax.device_put(
         rng.integers(0, args.vocab, (1, args.batch, args.context + 1)).astype(np.int32),
@@ -113,6 +104,7 @@ def make_jax_step(args: argparse.Namespace) -> Callable[[], None]:
     one_step()
     print(
         f"jax: {jax.__version__} on {jax.default_backend()} x {mesh.size} devices, "
+        f"{micro_batches(cfg, args.context, mesh.shape['data'])} micro-batches a step, "
         "first step (compile) "
         f"{time.perf_counter() - t0:.1f}s",
         flush=True,

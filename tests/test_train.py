@@ -6,11 +6,12 @@ import math
 import numpy as np
 import pytest
 
+from jaxscale import train
 from jaxscale.config import EvalConfig, RunSpec, TrainConfig
 from jaxscale.counting import ModelShape
 from jaxscale.data import load_corpus
 from jaxscale.model import init_model
-from jaxscale.train import lr_schedule, make_optimizer, train_run, train_step
+from jaxscale.train import lr_schedule, make_optimizer, micro_batches, train_run, train_step
 
 
 def test_cosine_schedule_spans_exactly_the_run() -> None:
@@ -35,6 +36,24 @@ def test_gradient_accumulation_matches_one_big_batch() -> None:
         out.append((float(metrics["loss"]), float(metrics["grad_norm"])))
     # the accumulated mean gradient is the big batch's: same loss, same gradient norm
     assert out[0] == pytest.approx(out[1], rel=1e-5)
+
+
+def test_cpu_steps_split_their_batch_into_cache_sized_micro_batches(monkeypatch) -> None:
+    """On CPU each device works through at most 512 tokens at a time (``micro_batch_tokens``),
+    in a whole number of micro-batches that is a multiple of the configured ``accum``."""
+    monkeypatch.setattr(train, "micro_batch_tokens", lambda: 512)
+    # 16 rows a device: 2 of 256 tokens a micro-batch, 4 of 128, 1 of 1024 (it cannot go lower)
+    assert micro_batches(TrainConfig(batch_size=32), 256, 2) == 8
+    assert micro_batches(TrainConfig(batch_size=32), 128, 2) == 4
+    assert micro_batches(TrainConfig(batch_size=32), 1024, 2) == 16
+    assert micro_batches(TrainConfig(batch_size=32), 256, 1) == 16
+    # 10 rows at 256 tokens want 5 micro-batches; a multiple of accum=2 that divides 10: 10
+    assert micro_batches(TrainConfig(batch_size=20, accum=2), 256, 2) == 10
+    # an accum that does not divide a device's rows is kept as it is
+    assert micro_batches(TrainConfig(batch_size=12, accum=4), 256, 2) == 4
+    # accelerators take the whole batch (or the configured accum)
+    monkeypatch.setattr(train, "micro_batch_tokens", lambda: None)
+    assert micro_batches(TrainConfig(batch_size=32, accum=2), 256, 2) == 2
 
 
 def test_loss_approaches_the_synthetic_corpus_entropy() -> None:
