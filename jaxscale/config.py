@@ -51,7 +51,7 @@ class TrainConfig:
     beta1: float = 0.9  # Adam first-moment decay
     beta2: float = 0.95  # Adam second-moment decay
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 disables)
-    accum: int = 1  # micro-batches per step: gradient accumulation inside one jitted step
+    accum: int = 1  # micro-batches per step (at least; CPU splits finer: train.micro_batches)
     # compute dtype: auto (bfloat16 on GPU, float32 on CPU and Metal) | float32 | bfloat16;
     # parameters and optimiser state stay float32 either way
     dtype: str = "auto"

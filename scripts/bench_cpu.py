@@ -34,15 +34,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from jaxscale.backend import batch_sharding, configure, pack_mesh, pack_shardings
+from jaxscale.backend import configure
+from jaxscale.bench import model_step
 from jaxscale.config import TrainConfig
 from jaxscale.counting import ModelShape
-from jaxscale.model import init_model
-from jaxscale.train import make_optimizer, make_pack_step, micro_batches
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO.parent / "shared" / "bench" / "torch_cpu_gpt.py"
@@ -81,34 +76,9 @@ def make_jax_step(args: argparse.Namespace) -> Callable[[], None]:
     """Build, compile and warm up the JAX step; return a closure running one blocking step."""
     cfg = TrainConfig(batch_size=args.batch, dtype=args.dtype)
     shape = ModelShape(args.layers, args.d_model, args.heads)
-    graphdef, params = init_model(shape, args.vocab, args.context, seed=0, dtype=args.dtype)
-    # a pack of one model, placed and stepped as train_pack does for a single run
-    mesh = pack_mesh(1, args.batch)
-    params = jax.tree.map(lambda x: x[None], params)
-    state = (params, jax.vmap(make_optimizer(cfg).init)(params))
-    params, opt_state = jax.device_put(state, pack_shardings(mesh, state, shard=False))
-    step_fn = make_pack_step(graphdef, cfg, mesh, args.context)
-    rng = np.random.default_rng(0)
-    batch_BxLp1 = jax.device_put(
-        rng.integers(0, args.vocab, (1, args.batch, args.context + 1)).astype(np.int32),
-        batch_sharding(mesh),
-    )
-    lr = jnp.full((1,), 1e-3, jnp.float32)
-    state = [params, opt_state]
-
-    def one_step() -> None:
-        state[0], state[1], metrics = step_fn(state[0], state[1], batch_BxLp1, lr)
-        jax.block_until_ready(metrics["loss"])
-
     t0 = time.perf_counter()
-    one_step()
-    print(
-        f"jax: {jax.__version__} on {jax.default_backend()} x {mesh.size} devices, "
-        f"{micro_batches(cfg, args.context, mesh.shape['data'])} micro-batches a step, "
-        "first step (compile) "
-        f"{time.perf_counter() - t0:.1f}s",
-        flush=True,
-    )
+    one_step, _, where = model_step(shape, args.vocab, args.context, cfg)
+    print(f"{where}, first step (compile) {time.perf_counter() - t0:.1f}s", flush=True)
     for _ in range(args.warmup):
         one_step()
     return one_step
