@@ -85,12 +85,23 @@ def micro_batches(cfg: TrainConfig, context: int, data_devices: int) -> int:
     those rows evenly, are a multiple of ``cfg.accum`` and hold at most that many tokens a device.
     The gradient is the same mean either way; only the order of summation changes.
     """
+    return _pieces(cfg.batch_size // data_devices, context, cfg.accum)
+
+
+def _pieces(rows: int, context: int, multiple_of: int = 1) -> int:
+    """The fewest pieces, a multiple of ``multiple_of``, that split a device's ``rows`` evenly
+    into at most ``micro_batch_tokens`` tokens each (``multiple_of`` if nothing fits that)."""
     tokens = micro_batch_tokens()
-    rows = cfg.batch_size // data_devices
-    if tokens is None or rows % cfg.accum:
-        return cfg.accum
-    want = min(rows, max(cfg.accum, -(-rows * context // tokens)))
-    return next(n for n in range(want, rows + 1) if rows % n == 0 and n % cfg.accum == 0)
+    if tokens is None or rows % multiple_of:
+        return multiple_of
+    want = min(rows, max(multiple_of, -(-rows * context // tokens)))
+    return next(n for n in range(want, rows + 1) if rows % n == 0 and n % multiple_of == 0)
+
+
+def _split_rows(batch: jax.Array, pieces: int) -> jax.Array:
+    """(B, L+1) -> (pieces, B / pieces, L+1), piece i holding rows i, i + pieces, ...: with the
+    batch split over devices in contiguous blocks, every device holds an equal share of each."""
+    return batch.reshape(-1, pieces, batch.shape[-1]).swapaxes(0, 1)
 
 
 def _train_step(
@@ -104,17 +115,13 @@ def _train_step(
     accum: int | None = None,
 ) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
     """One optimiser step on ``batch`` (B, L+1) in ``accum`` micro-batches (default
-    ``cfg.accum``), their gradients accumulated with a scan.
-
-    Micro-batch i takes rows i, i + accum, ...: with the batch split over devices in contiguous
-    blocks, every device holds an equal share of every micro-batch.
-    """
+    ``cfg.accum``, split by ``_split_rows``), their gradients accumulated with a scan."""
     accum = accum or cfg.accum
     grad_fn = jax.value_and_grad(functools.partial(loss_fn, graphdef))
     if accum == 1:
         loss, grads = grad_fn(params, batch)
     else:
-        micro = batch.reshape(-1, accum, batch.shape[-1]).swapaxes(0, 1)
+        micro = _split_rows(batch, accum)
 
         def accumulate(carry: Any, mb: jax.Array) -> tuple[Any, None]:
             loss_i, grads_i = grad_fn(params, mb)
@@ -195,10 +202,18 @@ def make_pack_step(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _pack_eval_sum(params: nnx.State, batch: jax.Array, *, graphdef: nnx.GraphDef) -> jax.Array:
-    """Summed nats of one validation batch under each of a pack's models: shape (P,)."""
-    return jax.vmap(lambda p: token_nats(graphdef, p, batch).sum())(params)
+@functools.partial(jax.jit, static_argnames=("graphdef", "pieces"))
+def _pack_eval_sum(
+    params: nnx.State, batch: jax.Array, *, graphdef: nnx.GraphDef, pieces: int
+) -> jax.Array:
+    """Summed nats of one validation batch under each of a pack's models: shape (P,). The batch
+    goes through in ``pieces`` micro-batches, as a train step's does."""
+    micro = _split_rows(batch, pieces)
+
+    def nats(p: nnx.State) -> jax.Array:
+        return jax.lax.map(lambda mb: token_nats(graphdef, p, mb).sum(), micro).sum()
+
+    return jax.vmap(nats)(params)
 
 
 def evaluate(
@@ -215,10 +230,13 @@ def evaluate(
     for batch in eval_batches(
         corpus.val, batch_size=cfg.batch_size, context=context, max_tokens=cfg.tokens
     ):
-        sharding = eval_sharding(mesh)
+        sharding, rows = eval_sharding(mesh), batch.shape[0] // mesh.shape["data"]
         if batch.shape[0] % mesh.shape["data"]:  # a short last batch: on every device whole
-            sharding = NamedSharding(mesh, PartitionSpec())
-        total += fetch(_pack_eval_sum(params, place(batch, sharding), graphdef=graphdef))
+            sharding, rows = NamedSharding(mesh, PartitionSpec()), batch.shape[0]
+        batch_sum = _pack_eval_sum(
+            params, place(batch, sharding), graphdef=graphdef, pieces=_pieces(rows, context)
+        )
+        total += fetch(batch_sum)
         count += batch.shape[0] * (batch.shape[1] - 1)
     return total / count
 

@@ -3,15 +3,24 @@
 import itertools
 import math
 
+import jax
 import numpy as np
 import pytest
 
 from jaxscale import train
+from jaxscale.backend import pack_mesh
 from jaxscale.config import EvalConfig, RunSpec, TrainConfig
 from jaxscale.counting import ModelShape
-from jaxscale.data import load_corpus
-from jaxscale.model import init_model
-from jaxscale.train import lr_schedule, make_optimizer, micro_batches, train_run, train_step
+from jaxscale.data import eval_batches, load_corpus
+from jaxscale.model import init_model, token_nats
+from jaxscale.train import (
+    evaluate,
+    lr_schedule,
+    make_optimizer,
+    micro_batches,
+    train_run,
+    train_step,
+)
 
 
 def test_cosine_schedule_spans_exactly_the_run() -> None:
@@ -54,6 +63,21 @@ def test_cpu_steps_split_their_batch_into_cache_sized_micro_batches(monkeypatch)
     # accelerators take the whole batch (or the configured accum)
     monkeypatch.setattr(train, "micro_batch_tokens", lambda: None)
     assert micro_batches(TrainConfig(batch_size=32, accum=2), 256, 2) == 2
+
+
+def test_validation_in_micro_batches_is_the_plain_mean(monkeypatch) -> None:
+    """``evaluate`` splits each validation batch into micro-batches (here 64 tokens a piece, the
+    short last batch too); its loss is still the mean nats over every held-out token."""
+    monkeypatch.setattr(train, "micro_batch_tokens", lambda: 64)
+    corpus = load_corpus("synthetic:order=1,symbols=16,tokens=100000", progress=False)
+    context, cfg = 16, EvalConfig(tokens=1_000, batch_size=16)
+    graphdef, params = init_model(ModelShape(1, 32, 2), corpus.n_vocab, context, seed=0)
+    batches = list(eval_batches(corpus.val, batch_size=16, context=context, max_tokens=1_000))
+    assert len({b.shape[0] for b in batches}) == 2  # a short last batch is part of the check
+    nats = np.concatenate([np.ravel(token_nats(graphdef, params, b)) for b in batches])
+    stacked = jax.tree.map(lambda x: x[None], params)
+    loss = evaluate(graphdef, stacked, corpus, context, cfg, pack_mesh(1, 16))
+    assert loss.shape == (1,) and loss[0] == pytest.approx(nats.mean(), rel=1e-5)
 
 
 def test_loss_approaches_the_synthetic_corpus_entropy() -> None:
