@@ -76,8 +76,9 @@ def model_step(
     shape: ModelShape, vocab: int, context: int, cfg: TrainConfig
 ) -> tuple[Callable[[], None], int, str]:
     """One model's compiled train step on random tokens, placed and micro-batched as a sweep runs
-    a single run (a pack of one on ``pack_mesh``). Returns a closure running one blocking step,
-    after it has compiled, the devices the step uses and a line saying where it runs.
+    a single run (a pack of one on ``pack_mesh``), its parameters on every device whole (a sweep
+    shards models above ``shard_params_above`` FSDP-style). Returns a closure running one blocking
+    step, after it has compiled, the devices the step uses and a line saying where it runs.
 
     Example:
       >>> step, devices, where = model_step(ModelShape(2, 64, 2), 256, 128, TrainConfig())

@@ -1,10 +1,10 @@
 """Model FLOPs utilisation of jaxscale's train step against a measured matmul peak.
 
-The peak is what this device actually reaches on a square matmul in the step's compute dtype
-(bfloat16 on GPUs by default), not a datasheet number. The step is the one a sweep runs for a
-single run (``jaxscale.bench.model_step``), over every device it uses. MFU = tokens/s x training
-FLOPs per token (``counting.flops_per_token_counted``: every matmul and the attention products)
-/ (peak x devices). On CPU each core is a device and the peak is one device's.
+The peak is what the step's devices actually reach on square matmuls in the step's compute
+dtype (bfloat16 on GPUs by default), all of them at once, each on its own: not a datasheet
+number. The step is the one a sweep runs for a single run (``jaxscale.bench.model_step``).
+MFU = tokens/s x training FLOPs per token (``counting.flops_per_token_counted``: every matmul and
+the attention products) / peak.
 
 Example (a GPU; GPT-2 small, 124M parameters with its 50,257-token vocabulary):
     .venv/bin/python scripts/bench_mfu.py --model medium --vocab 50257 --context 1024 --batch 16
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxscale.backend import compute_dtype, configure
 from jaxscale.bench import model_step
@@ -55,12 +57,16 @@ def median_seconds(fn: Callable[[], None], repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_peak(n: int, dtype: str) -> float:
-    """FLOP/s of an n x n x n matmul on the default device, median of 20."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.dtype(dtype))
+def matmul_peak(n: int, dtype: str, devices: int) -> float:
+    """FLOP/s of the first ``devices`` devices each multiplying its own n x n matrices at the
+    same time, median of 20 (on CPU the cores then share nothing, as in a data-parallel step)."""
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()[:devices]), ("d",)), PartitionSpec("d"))
+    a, b = (
+        jax.device_put(jax.random.normal(jax.random.key(i), (devices, n, n), dtype), sharding)
+        for i in range(2)
+    )
     matmul = jax.jit(jnp.matmul)
-    return 2 * n**3 / median_seconds(lambda: jax.block_until_ready(matmul(a, b)), 20)
+    return 2 * devices * n**3 / median_seconds(lambda: jax.block_until_ready(matmul(a, b)), 20)
 
 
 def main() -> None:
@@ -69,9 +75,9 @@ def main() -> None:
     shape = parse_shape(args.model)
     cfg = TrainConfig(batch_size=args.batch, dtype=args.dtype)
     dtype = compute_dtype(args.dtype)
-    n = args.matmul or (8192 if jax.default_backend() == "gpu" else 2048)
-    peak = matmul_peak(n, dtype)
     one_step, devices, where = model_step(shape, args.vocab, args.context, cfg)
+    n = args.matmul or (8192 if jax.default_backend() == "gpu" else 2048)
+    peak = matmul_peak(n, dtype, devices)
     tokens_per_s = args.batch * args.context / median_seconds(one_step, args.steps)
     flops = flops_per_token_counted(shape, args.vocab, args.context)
     out = {
@@ -85,10 +91,10 @@ def main() -> None:
         "tokens_per_s": tokens_per_s,
         "model_tflops": tokens_per_s * flops / 1e12,
         "devices": devices,
-        "mfu": tokens_per_s * flops / (peak * devices),
+        "mfu": tokens_per_s * flops / peak,
     }
     print(where)
-    print(f"  {dtype} matmul peak ({n}^3)   {peak / 1e12:8.2f} TFLOP/s a device")
+    print(f"  {dtype} matmul peak ({n}^3 on {devices})   {peak / 1e12:8.2f} TFLOP/s")
     print(
         f"  {shape.label} ({out['params'] / 1e6:.0f}M), batch {args.batch} x {args.context}: "
         f"{tokens_per_s:,.0f} tok/s = {out['model_tflops']:.2f} TFLOP/s, MFU {out['mfu']:.1%}"

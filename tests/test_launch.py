@@ -7,14 +7,13 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import jaxscale.sweep
-from jaxscale.cli import main
 from jaxscale.config import SweepConfig, load_config
 from jaxscale.jobs import Job
 from jaxscale.launch import LaunchError, LaunchOptions, slurm_minutes
@@ -133,14 +132,6 @@ def test_a_failed_job_is_named_with_its_log_and_the_rest_is_kept(
     assert sorted(r["run"] for r in read_records(out)) == sorted(set(expected) - {"L1-d8-h1_D8k"})
 
 
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -150,7 +141,11 @@ def run_cli(*args: str) -> int:
     ],
 )
 def test_misplaced_cluster_options_get_one_line(
-    args: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    args: tuple[str, ...],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    run_cli: Callable[..., int],
 ) -> None:
     config = tmp_path / "launch.yaml"
     config.write_text(CONFIG)
@@ -161,7 +156,10 @@ def test_misplaced_cluster_options_get_one_line(
 
 
 def test_a_missing_launcher_package_says_how_to_install_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    run_cli: Callable[..., int],
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     config = tmp_path / "launch.yaml"

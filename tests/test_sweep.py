@@ -2,13 +2,13 @@
 skips finished runs; bad input gets one line and exit status 2 and loses nothing."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import jaxscale
-from jaxscale.cli import main
 from jaxscale.results import load_results, read_records
 from jaxscale.sweep import sweep_lock
 
@@ -53,16 +53,10 @@ REQUIRED = (
 )
 
 
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 @pytest.fixture(scope="module")
-def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def sweep_dir(
+    tmp_path_factory: pytest.TempPathFactory, run_cli: Callable[..., int]
+) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("sweep")
     config = root / "tiny.yaml"
     config.write_text(TINY)
@@ -108,7 +102,9 @@ def test_laws_plots_and_report(sweep_dir: tuple[Path, Path]) -> None:
     assert np.mean(np.abs(predicted - cols["loss"]) / cols["loss"]) < 0.05
 
 
-def test_rerun_skips_finished_runs(sweep_dir: tuple[Path, Path], capsys) -> None:
+def test_rerun_skips_finished_runs(
+    sweep_dir: tuple[Path, Path], capsys, run_cli: Callable[..., int]
+) -> None:
     config, out = sweep_dir
     before = (out / "results.jsonl").read_bytes()
     assert run_cli("sweep", str(config), "--out", str(out), "--quiet") == 0
@@ -125,7 +121,7 @@ def test_rerun_skips_finished_runs(sweep_dir: tuple[Path, Path], capsys) -> None
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(
-    sweep_dir: tuple[Path, Path], capsys, args: list[str], message: str
+    sweep_dir: tuple[Path, Path], capsys, args: list[str], message: str, run_cli: Callable[..., int]
 ) -> None:
     config, out = sweep_dir
     before = (out / "results.jsonl").read_bytes()
@@ -135,7 +131,9 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(
     assert (out / "results.jsonl").read_bytes() == before
 
 
-def test_missing_config_and_running_sweep_are_refused(sweep_dir: tuple[Path, Path], capsys) -> None:
+def test_missing_config_and_running_sweep_are_refused(
+    sweep_dir: tuple[Path, Path], capsys, run_cli: Callable[..., int]
+) -> None:
     config, out = sweep_dir
     assert run_cli("sweep", str(out / "nope.yaml")) == 2
     assert "not found" in capsys.readouterr().err
@@ -156,7 +154,9 @@ def test_missing_config_and_running_sweep_are_refused(sweep_dir: tuple[Path, Pat
     assert "another sweep" in capsys.readouterr().err
 
 
-def test_isoflop_run_trains_the_shapes_around_n_opt_at_that_budget(tmp_path: Path) -> None:
+def test_isoflop_run_trains_the_shapes_around_n_opt_at_that_budget(
+    tmp_path: Path, run_cli: Callable[..., int]
+) -> None:
     config = tmp_path / "base.yaml"
     config.write_text(
         "name: base\ncorpus: synthetic:order=1,symbols=16,tokens=300000\ncontext: 16\n"
