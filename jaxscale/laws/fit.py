@@ -1,131 +1,80 @@
 """Robust multi-start fitting of a law's parameters (Hoffmann et al. 2022, approach 3).
 
-One generic fitter, :func:`fit_form`, fits any :class:`Spec`: a log-space prediction function of
-unconstrained parameters θ, their names, a map θ -> the law's parameters and a start grid. The
-Chinchilla spec is exactly the replication's method (Besiroglu et al. 2024, arXiv:2404.10102):
+One generic fitter, :func:`fit_form`, fits any :class:`~jaxscale.laws.spec.Spec`. The Chinchilla
+spec is the replication's method (Besiroglu et al. 2024, arXiv:2404.10102):
 
     log L̂ = logsumexp(a - α·log N, b - β·log D, e),  A = e^a, B = e^b, E = e^e
     objective(θ) = Σ_i w_i · Huber_δ(log L̂_i - log L_i),  δ = 1e-3, summed (not averaged)
 
-minimised by L-BFGS (``optax.lbfgs``) from every point of the start grid, all starts vmapped and
-jitted in one call, in float64 on CPU; the lowest objective wins. Bootstrap resamples enter as
-multinomial counts ``w`` and restart from the best few starts of the full fit only.
+minimised by L-BFGS (``optax.lbfgs``) from every point of the replication's start grid, in
+float64 on CPU, with the inputs scaled by their geometric means (``spec.py``). The search has two
+stages (``Solver``): every start is *screened* for a few dozen iterations, then the best ends and
+the best end of each other basin are *refined* until their gradient is small relative to the
+objective. The result says whether the best one got there (``converged``), how many starts ended
+in its basin, and how close the best *other* optimum came (``runner_up``): a second law that
+fits almost as well is a warning that the data do not determine the parameters. Bootstrap
+resamples enter as multinomial counts ``w`` and restart from the refined optima.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxscale.errors import FitDataError, UserError
-from jaxscale.laws.forms import Chinchilla, Kaplan, Law, OffsetPower
 from jaxscale.laws.result import FitResult
-from jaxscale.laws.solver import HUBER_DELTA, Solver, multistart
-
-
-@contextlib.contextmanager
-def x64() -> Iterator[None]:
-    """float64 inside the block only (training stays float32): ``jax.enable_x64`` in new jax,
-    ``jax.experimental.enable_x64`` in jax 0.5."""
-    enable = getattr(jax, "enable_x64", None)
-    if enable is None:
-        from jax.experimental import enable_x64 as enable
-    with enable(True):
-        yield
-
-
-class Spec(NamedTuple):
-    """How to fit one law form.
-
-    Attributes:
-      form: the law class built from the fit.
-      names: names of the unconstrained fit parameters θ (e.g. ``a = log A``).
-      log_predict: ``(θ, inputs) -> log ŷ``, with ``inputs`` a tuple of 1-D arrays.
-      to_params: ``θ -> {law parameter: value}``, traceable (used for the delta method).
-      grid: the default start values of each θ; starts are their Cartesian product.
-    """
-
-    form: type[Law]
-    names: tuple[str, ...]
-    log_predict: Callable[[jax.Array, tuple[jax.Array, ...]], jax.Array]
-    to_params: Callable[[jax.Array], dict[str, jax.Array]]
-    grid: tuple[tuple[float, ...], ...]
-
-
-def _chinchilla_log(th: jax.Array, xs: tuple[jax.Array, ...]) -> jax.Array:
-    a, b, e, alpha, beta = th
-    log_n, log_d = jnp.log(xs[0]), jnp.log(xs[1])
-    terms = jnp.stack([a - alpha * log_n, b - beta * log_d, jnp.broadcast_to(e, log_n.shape)])
-    return jax.nn.logsumexp(terms, axis=0)
-
-
-def _kaplan_log(th: jax.Array, xs: tuple[jax.Array, ...]) -> jax.Array:
-    n_c, alpha_n, d_c, alpha_d = th
-    n_term = (alpha_n / alpha_d) * (n_c - jnp.log(xs[0]))
-    return alpha_d * jnp.logaddexp(n_term, d_c - jnp.log(xs[1]))
-
-
-def _power_log(th: jax.Array, xs: tuple[jax.Array, ...]) -> jax.Array:
-    a, e, alpha = th
-    return jnp.logaddexp(a - alpha * jnp.log(xs[0]), e)
-
-
-def _steps(lo: float, hi: float, step: float) -> tuple[float, ...]:
-    return tuple(float(v) for v in np.arange(lo, hi + step / 2, step))
-
-
-CHINCHILLA = Spec(
-    Chinchilla,
-    ("a", "b", "e", "alpha", "beta"),
-    _chinchilla_log,
-    lambda th: {
-        "E": jnp.exp(th[2]),
-        "A": jnp.exp(th[0]),
-        "B": jnp.exp(th[1]),
-        "alpha": th[3],
-        "beta": th[4],
-    },
-    # The replication's 4,500 starts: a, b in {0..25 by 5}, e in {-1..1 by .5}, α, β in {0..2}.
-    (_steps(0, 25, 5), _steps(0, 25, 5), _steps(-1, 1, 0.5), _steps(0, 2, 0.5), _steps(0, 2, 0.5)),
+from jaxscale.laws.solver import CONVERGED_GTOL, Solver, multistart
+from jaxscale.laws.spec import (
+    CHINCHILLA,
+    HUBER_DELTA,
+    KAPLAN,
+    POWER,
+    Spec,
+    input_scales,
+    objective,
+    x64,
 )
-KAPLAN = Spec(
-    Kaplan,
-    ("log_N_c", "alpha_N", "log_D_c", "alpha_D"),
-    _kaplan_log,
-    lambda th: {"N_c": jnp.exp(th[0]), "alpha_N": th[1], "D_c": jnp.exp(th[2]), "alpha_D": th[3]},
-    ((10.0, 20.0, 30.0, 40.0), (0.05, 0.1, 0.2, 0.4)) * 2,
-)
-POWER = Spec(
-    OffsetPower,
-    ("a", "e", "alpha"),
-    _power_log,
-    lambda th: {"E": jnp.exp(th[1]), "A": jnp.exp(th[0]), "alpha": th[2]},
-    (_steps(0, 25, 5), _steps(-1, 1, 0.5), (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)),
-)
+
+__all__ = [
+    "CHINCHILLA",
+    "HUBER_DELTA",
+    "KAPLAN",
+    "POWER",
+    "Spec",
+    "check_data",
+    "fit_chinchilla",
+    "fit_form",
+    "fit_kaplan",
+    "fit_power",
+    "start_grid",
+    "x64",
+]
+
+BASIN_RTOL = 0.01  # optima whose parameters all agree to 1% (or 1e-3 absolute) are one basin
 
 
 def _param_names(spec: Spec) -> list[str]:
     return [f.name for f in dataclasses.fields(spec.form)]
 
 
-class _Diagnostics(NamedTuple):
-    at: Callable  # (θ, inputs, log y) -> (residuals, ∂r/∂θ, ∂params/∂θ, max|∇objective|, params)
+class _Compiled(NamedTuple):
+    """Jitted pieces of one spec: one compile each instead of many small eager calls."""
+
+    at: Callable  # (θ, inputs, log y) -> (residuals, ∂r/∂θ, ∂params/∂θ, params)
+    grad: Callable  # (θ scaled, weights, inputs scaled, log y) -> (objective, max|∇objective|)
     params: Callable  # stacked θ -> stacked law parameters
+    rescale: Callable  # stacked θ, log scales -> stacked θ in the scaled units
 
 
 @functools.cache
-def _diagnostics(spec: Spec) -> _Diagnostics:
-    """Jitted statistics at the optimum: one compile instead of many small eager ones."""
-
+def _compiled(spec: Spec) -> _Compiled:
     def param_vec(t: jax.Array) -> jax.Array:  # in the law's field order
         params = spec.to_params(t)
         return jnp.stack([params[k] for k in _param_names(spec)])
@@ -134,14 +83,55 @@ def _diagnostics(spec: Spec) -> _Diagnostics:
         def residual_fn(t: jax.Array) -> jax.Array:
             return spec.log_predict(t, xs) - log_y
 
-        def objective(t: jax.Array) -> jax.Array:
-            return jnp.sum(optax.huber_loss(residual_fn(t), delta=HUBER_DELTA))
-
-        grad_max = jnp.max(jnp.abs(jax.grad(objective)(theta)))
         jac, g = jax.jacfwd(residual_fn)(theta), jax.jacfwd(param_vec)(theta)
-        return residual_fn(theta), jac, g, grad_max, param_vec(theta)
+        return residual_fn(theta), jac, g, param_vec(theta)
 
-    return _Diagnostics(jax.jit(at), jax.jit(jax.vmap(param_vec)))
+    def grad(theta: jax.Array, w: jax.Array, xs: tuple, log_y: jax.Array) -> tuple:
+        f, g = jax.value_and_grad(objective, argnums=1)(spec, theta, w, xs, log_y)
+        return f, jnp.max(jnp.abs(g))
+
+    return _Compiled(
+        jax.jit(at),
+        jax.jit(grad),
+        jax.jit(jax.vmap(param_vec)),
+        jax.jit(jax.vmap(spec.rescale, in_axes=(0, None))),
+    )
+
+
+def _bucket(k: int) -> int:
+    """Sizes are padded up to a power of two (at least 8) so that fits of a few more or fewer
+    points or starts reuse one compiled solver instead of compiling their own."""
+    return max(8, 1 << (k - 1).bit_length())
+
+
+class _Points(NamedTuple):
+    """The points as the solver sees them: inputs scaled, padded with zero-weight points."""
+
+    xs: tuple[jax.Array, ...]
+    log_y: jax.Array
+    n: int  # the real points, first
+
+
+def _padded_points(xs: Sequence[np.ndarray], log_s: np.ndarray, y: np.ndarray) -> _Points:
+    n = len(y)
+    pad = _bucket(n) - n
+    scaled = tuple(
+        jnp.asarray(np.r_[x / np.exp(s), np.ones(pad)]) for x, s in zip(xs, log_s, strict=True)
+    )
+    return _Points(scaled, jnp.asarray(np.r_[np.log(y), np.zeros(pad)]), n)  # fmt: skip
+
+
+def _run(solve: Callable, th: np.ndarray, w: np.ndarray, pts: _Points, cap: int) -> tuple:
+    """``solve`` from the rows of ``th`` with point weights ``w`` ((n,) or one row per start),
+    the starts padded to a bucket with copies that weigh nothing; returns the real starts'
+    (θ, objective, iterations)."""
+    k, n_pad = len(th), len(pts.log_y)
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), (k, pts.n))
+    lanes = _bucket(k)
+    th = np.concatenate([th, np.repeat(th[:1], lanes - k, axis=0)])
+    w = np.pad(w, ((0, lanes - k), (0, n_pad - pts.n)))
+    out = solve(jnp.asarray(th), jnp.asarray(w), pts.xs, pts.log_y, cap)
+    return tuple(np.asarray(v)[:k] for v in jax.device_get(out))
 
 
 def start_grid(spec: Spec, grid: Mapping[str, Sequence[float]] | np.ndarray | None) -> np.ndarray:
@@ -174,6 +164,26 @@ def check_data(names: Sequence[str], arrays: Sequence[np.ndarray], n_params: int
         )
 
 
+def same_basin(p: np.ndarray, q: np.ndarray, rtol: float = BASIN_RTOL) -> np.ndarray:
+    """Whether law-parameter rows ``p`` (..., k) agree with ``q`` (k,): each within ``rtol``
+    relative or 1e-3 absolute (an E heading to 0 is one basin whatever its log)."""
+    return np.all(np.abs(p - q) <= rtol * np.maximum(np.abs(p), np.abs(q)) + 1e-3, axis=-1)
+
+
+def _refine_set(params: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the screened ends to refine: the k/2 best, then the best end of each other
+    basin (at 5%: coarser than a basin, so that near-copies do not crowd out the others)."""
+    order = np.argsort(values)
+    order = order[np.isfinite(values[order])]
+    chosen = list(order[: k // 2])
+    for i in order[k // 2 :]:
+        if len(chosen) >= k:
+            break
+        if not np.any(same_basin(params[chosen], params[i], rtol=0.05)):
+            chosen.append(i)
+    return np.asarray(chosen)
+
+
 def fit_form(
     spec: Spec,
     inputs: Sequence[Any],
@@ -190,7 +200,8 @@ def fit_form(
 ) -> FitResult:
     """Fit ``spec`` to points ``(inputs, y)`` by multi-start L-BFGS on the summed Huber objective.
 
-    Σ_i w_i · Huber_δ(log_predict(θ, inputs)_i - log y_i), δ = 1e-3, minimised from every start.
+    Σ_i w_i · Huber_δ(log_predict(θ, inputs)_i - log y_i), δ = 1e-3, minimised from every start
+    (screened, then the best refined: see :class:`Solver`).
 
     Args:
       spec: the form (see :data:`CHINCHILLA`, :data:`KAPLAN`, :data:`POWER`).
@@ -201,9 +212,10 @@ def fit_form(
       holdout: fit without the ``holdout`` points of largest ``holdout_key`` (default: the product
         of the inputs, ∝ compute) and report the prediction error on them.
       ci_level: coverage of the bootstrap intervals.
-      restarts: starts per resample: the full fit's optimum and the next best grid starts.
+      restarts: warm starts per resample: the optimum and the next best distinct optima (a
+        form with a profile adds the two lowest minima of each resample's own profile).
       seed: seed of the bootstrap resampling.
-      solver: L-BFGS settings (:class:`Solver`).
+      solver: the search's settings (:class:`Solver`).
 
     Returns:
       A :class:`FitResult`.
@@ -225,18 +237,49 @@ def fit_form(
         xs, y = [x[keep] for x in xs], y[keep]
     n, p = len(y), len(spec.names)
     solver = solver or Solver()
-    starts = start_grid(spec, grid)
+    log_s = input_scales(tuple(xs), spec)
+    c = _compiled(spec)
     with x64():
         xs_j, log_y = tuple(jnp.asarray(x) for x in xs), jnp.log(jnp.asarray(y))
+        pts = _padded_points(xs, log_s, y)
+        log_s_j = jnp.asarray(log_s)
         solve = multistart(spec, solver)
-        th, values, iters = jax.device_get(solve(jnp.asarray(starts), jnp.ones(n), xs_j, log_y))
-        values = np.where(np.isfinite(values), values, np.inf)
-        order = np.argsort(values)
+        ones = np.ones(n)
+        log_xn = tuple(np.log(x) - s for x, s in zip(xs, log_s, strict=True))
+        if grid is None and spec.profile_starts is not None:
+            # exhaustive over the exponents: the profile's lowest local minima, refined
+            th1 = spec.profile_starts(log_xn, y, ones, solver.refine)
+            searched = f"the exponents' profile ({_count(len(th1), 'local minimum')})"
+        else:
+            # the screen: every start of the grid, a few dozen iterations
+            starts = start_grid(spec, grid)
+            scaled = np.asarray(c.rescale(jnp.asarray(starts), log_s_j))
+            screened, f1, _ = _run(solve, scaled, ones, pts, solver.screen_iter)
+            f1 = np.where(np.isfinite(f1), f1, np.inf)
+            p1 = np.asarray(c.params(c.rescale(jnp.asarray(screened), -log_s_j)))
+            th1 = screened[_refine_set(p1, f1, solver.refine)]
+            searched = f"the {len(th1)} best of {len(starts)} grid starts after a screen"
+        # the refinement, to convergence
+        th2, f2, k2 = _run(solve, th1, ones, pts, solver.max_iter)
+        f2 = np.where(np.isfinite(f2), f2, np.inf)
+        order = np.argsort(f2)
         best = int(order[0])
-        theta = jnp.asarray(th[best])
-        r, jac, g, grad_max, pv = map(np.asarray, _diagnostics(spec).at(theta, xs_j, log_y))
+        w_pad = jnp.asarray(np.r_[ones, np.zeros(len(pts.log_y) - n)])
+        value, grad_max = map(float, c.grad(jnp.asarray(th2[best]), w_pad, pts.xs, pts.log_y))
+        theta = c.rescale(jnp.asarray(th2[best])[None], -log_s_j)[0]
+        r, jac, g, pv = map(np.asarray, c.at(theta, xs_j, log_y))
         params = {k: float(v) for k, v in zip(_param_names(spec), pv, strict=True)}
         law = spec.form(**params)
+        p2 = np.asarray(c.params(c.rescale(jnp.asarray(th2), -log_s_j)))
+        others = [i for i in order[1:] if np.isfinite(f2[i]) and not same_basin(p2[i], pv)]
+        runner_up = None
+        if others:
+            j = int(others[0])
+            runner_up = {
+                "objective": float(f2[j]),
+                "rel_gap": float((f2[j] - f2[best]) / max(f2[best], 1e-300)),
+                "params": {k: float(v) for k, v in zip(_param_names(spec), p2[j], strict=True)},
+            }
         rss = float(r @ r)
         try:
             cov = rss / max(n - p, 1) * np.linalg.inv(jac.T @ jac)
@@ -247,20 +290,17 @@ def fit_form(
         if bootstrap:
             rng = np.random.default_rng(seed)
             counts = rng.multinomial(n, np.full(n, 1.0 / n), size=bootstrap).astype(np.float64)
-            # Warm starts: the optimum, then the grid starts that ended best.
-            th0 = np.concatenate([th[best][None], starts[order[1:restarts]]])
-            s = len(th0)
-            bt, bv, _ = jax.device_get(
-                solve(
-                    jnp.asarray(np.tile(th0, (bootstrap, 1))),
-                    jnp.asarray(np.repeat(counts, s, axis=0)),
-                    xs_j,
-                    log_y,
-                )
-            )
+            warm = [th2[best], *(th2[int(i)] for i in others[: restarts - 1])]
+            profiled = spec.profile_starts if grid is None else None
+            th0 = _bootstrap_starts(warm, profiled, log_xn, y, counts, 2)
+            s = th0.shape[1]
+            bt, bv, _ = _run(
+                solve, th0.reshape(-1, p), np.repeat(counts, s, axis=0), pts,
+                solver.bootstrap_iter,
+            )  # fmt: skip
             bv = np.where(np.isfinite(bv), bv, np.inf).reshape(bootstrap, s)
             bt = bt.reshape(bootstrap, s, p)[np.arange(bootstrap), np.argmin(bv, axis=1)]
-            samples = np.asarray(_diagnostics(spec).params(jnp.asarray(bt)))
+            samples = np.asarray(c.params(c.rescale(jnp.asarray(bt), -log_s_j)))
             tail = 100 * (1 - ci_level) / 2
             lo, hi = np.nanpercentile(samples, [tail, 100 - tail], axis=0)
             ci = {k: (float(lo[i]), float(hi[i])) for i, k in enumerate(params)}
@@ -283,18 +323,21 @@ def fit_form(
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1 - float(np.sum((y_hat - y) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
     log_lik_term = n * np.log(max(rss, 1e-300) / n)
-    near = int(np.sum(values <= values[best] + 1e-6 * max(abs(values[best]), 1e-12)))
-    converged = bool(iters[best] < solver.max_iter)
+    grad_rel = grad_max / max(value, 1e-300)
+    converged = bool(grad_max <= CONVERGED_GTOL * value + 1e-14)
+    in_basin = int(np.sum(same_basin(p2, pv) & np.isfinite(f2)))
     message = (
-        f"{'converged' if converged else 'NOT converged'} after {int(iters[best])} L-BFGS "
-        f"iterations (cap {solver.max_iter}), max|grad| {float(grad_max):.2g}; "
-        f"best of {len(starts)} starts, {near} within 1e-6 of it"
+        f"{'converged' if converged else 'NOT converged'}: max|grad| {grad_max:.2g} = "
+        f"{grad_rel:.2g} x objective after {int(k2[best])} iterations; refined from "
+        f"{searched}, {in_basin} reach it"
     )
+    if runner_up is not None:
+        message += f"; next optimum {100 * runner_up['rel_gap']:.3g}% worse"
     return FitResult(
         law=law,
         params=params,
         stderr={k: float(se[i]) for i, k in enumerate(params)},
-        objective=float(values[best]),
+        objective=value,
         converged=converged,
         message=message,
         residuals=r,
@@ -302,13 +345,40 @@ def fit_form(
         aic=float(log_lik_term + 2 * p),
         bic=float(log_lik_term + p * np.log(n)),
         r2=r2,
-        n_starts=len(starts),
+        n_starts=len(th1),
         ci=ci,
         ci_level=ci_level,
         bootstrap=bootstrap,
         bootstrap_params=samples,
         holdout=held_out,
+        grad_rel=grad_rel,
+        starts_in_basin=in_basin,
+        runner_up=runner_up,
     )
+
+
+def _bootstrap_starts(
+    warm: list[np.ndarray],
+    profile_starts: Callable[..., np.ndarray] | None,
+    log_xn: tuple[np.ndarray, ...],
+    y: np.ndarray,
+    counts: np.ndarray,
+    k: int,
+) -> np.ndarray:
+    """(resamples, starts, p): each resample starts from the optimum and the next best distinct
+    optima (``warm``) and, for a form with a profile, from the lowest ``k`` minima of its own
+    profile, so that a resample may change basin (padded with the optimum to a common count)."""
+    if profile_starts is None:
+        return np.tile(np.stack(warm), (len(counts), 1, 1))
+    rows = []
+    for w in counts:
+        own = list(profile_starts(log_xn, y, w, k))
+        rows.append(np.stack([*warm, *own, *[warm[0]] * (k - len(own))]))
+    return np.stack(rows)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what.replace('minimum', 'minima')}"
 
 
 def fit_chinchilla(
@@ -322,7 +392,7 @@ def fit_chinchilla(
     seed: int = 0,
     **options: Any,
 ) -> FitResult:
-    """Approach 3: fit L(N, D) = E + A/N^α + B/D^β exactly as Besiroglu et al. 2024 refit it.
+    """Approach 3: fit L(N, D) = E + A/N^α + B/D^β as Besiroglu et al. 2024 refit it.
 
     Args:
       N: parameters per point (total, Hoffmann's convention); D: training tokens; loss: final loss.

@@ -14,8 +14,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from jaxscale.errors import UserError
-from jaxscale.laws.fit import x64
 from jaxscale.laws.forms import Chinchilla, Law
+from jaxscale.laws.spec import x64
 
 # Dense bf16/fp16 peaks, TFLOP/s, no sparsity (vendor data sheets; ../shared/REFERENCE.md).
 GPU_PEAK_TFLOPS: dict[str, float] = {

@@ -26,11 +26,17 @@ class FitResult:
       stderr: standard error of each parameter (NaN when JᵀJ is singular).
       ci: bootstrap percentile interval ``[lo, hi]`` of each parameter at ``ci_level``, or None.
       objective: summed Huber objective at the optimum.
-      converged: whether the best start met the gradient tolerance within the iteration cap.
+      converged: whether the gradient at the optimum is small relative to the objective
+        (max|∇f| <= 1e-4·f: see ``solver.py``).
       message: a readable account of the solve.
       residuals: log ŷ - log y per point.
       n_points, aic, bic, r2: sample size and goodness of fit.
       holdout: the prediction check on held-out largest-compute points, or None.
+      grad_rel: max|∇f| / f at the optimum.
+      starts_in_basin: how many starts of the grid ended in the optimum's basin after the screen
+        (one alone means the optimum is easy to miss).
+      runner_up: the best optimum of another basin, ``{"objective", "rel_gap", "params"}``, or
+        None: a second law that fits nearly as well says the data do not pin the parameters down.
     """
 
     law: Law
@@ -50,6 +56,9 @@ class FitResult:
     bootstrap: int = 0
     bootstrap_params: np.ndarray | None = field(default=None, repr=False)
     holdout: dict[str, Any] | None = None
+    grad_rel: float = float("nan")
+    starts_in_basin: int = 0
+    runner_up: dict[str, Any] | None = None
 
     @property
     def form(self) -> str:
@@ -75,6 +84,9 @@ class FitResult:
             "r2": self.r2,
             "residuals": [float(r) for r in self.residuals],
             "holdout": self.holdout,
+            "grad_rel": self.grad_rel,
+            "starts_in_basin": self.starts_in_basin,
+            "runner_up": self.runner_up,
         }
 
     def report(self) -> str:

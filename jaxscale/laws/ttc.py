@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import brentq
 
-from jaxscale.laws.fit import FitResult, Spec, fit_form
+from jaxscale.laws.fit import fit_form
 from jaxscale.laws.forms import Coverage, TestTime
+from jaxscale.laws.result import FitResult
+from jaxscale.laws.spec import Spec
 
 
 def _test_time_log(th: Any, xs: tuple) -> Any:
