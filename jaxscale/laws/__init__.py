@@ -1,16 +1,7 @@
 """Scaling laws: forms as pytrees, robust fitting (approaches 1-3), planning, test-time compute."""
 
-from jaxscale.laws.fit import (
-    CHINCHILLA,
-    KAPLAN,
-    POWER,
-    Spec,
-    fit_chinchilla,
-    fit_form,
-    fit_kaplan,
-    fit_power,
-    x64,
-)
+from jaxscale.laws.envelope import EnvelopeResult, curves_from_records, fit_envelope
+from jaxscale.laws.fit import fit_chinchilla, fit_form, fit_kaplan, fit_power
 from jaxscale.laws.forms import (
     BUILTINS,
     Chinchilla,
@@ -26,13 +17,7 @@ from jaxscale.laws.forms import (
     load_law,
     save_laws,
 )
-from jaxscale.laws.isoflop import (
-    EnvelopeResult,
-    IsoFlopResult,
-    curves_from_records,
-    fit_envelope,
-    fit_isoflop,
-)
+from jaxscale.laws.isoflop import IsoFlopResult, Profile, fit_isoflop
 from jaxscale.laws.plan import (
     GPU_PEAK_TFLOPS,
     WELL_KNOWN_MODELS,
@@ -46,6 +31,7 @@ from jaxscale.laws.plan import (
 )
 from jaxscale.laws.result import FitResult
 from jaxscale.laws.solver import Solver
+from jaxscale.laws.spec import CHINCHILLA, KAPLAN, POWER, Spec, x64
 from jaxscale.laws.ttc import compute_trade, fit_coverage, fit_test_time
 
 __all__ = [
@@ -67,6 +53,7 @@ __all__ = [
     "KaplanN",
     "Law",
     "OffsetPower",
+    "Profile",
     "Solver",
     "Spec",
     "TestTime",

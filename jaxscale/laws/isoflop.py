@@ -1,23 +1,30 @@
-"""Hoffmann et al. 2022 approaches 1 and 2: compute-optimal N_opt(C) from the data directly.
+"""Hoffmann et al. 2022, approach 2: compute-optimal N_opt(C) from IsoFLOP profiles.
 
-Approach 2 (IsoFLOP profiles): group runs by compute budget, fit a parabola of loss against log N
-near each budget's minimum, take its vertex as N_opt(C), then fit N_opt = G·C^a and D_opt ∝ C^b in
-log space. Approach 1: the lower envelope of loss against FLOPs over all training curves gives, at
-each C, the model that reached the lowest loss; fit N_opt ∝ C^a over the envelope.
+Runs are grouped by compute budget C. Per budget, the profile loss(ln N) is fitted by a parabola
+over all of its runs (Hoffmann et al. fit the whole profile; their Figure 3), whose vertex is
+N_opt(C); D_opt(C) is read off the same profile (ln D is exactly linear in ln N along an IsoFLOP
+line under C = 6ND, and close to it when C counts attention too). Then N_opt = G·C^a and
+D_opt = G_D·C^b are fitted by least squares in log space. A budget counts only when its minimum
+is *interior*: the lowest measured loss is not at the smallest or largest size and the vertex lies
+within the measured sizes; otherwise the parabola extrapolates and the budget is reported, not used.
 
-Porian et al. 2024 warn that embedding/head FLOPs, warmup and untuned hyper-parameters at small
-scale bias these exponents (Kaplan's 0.73 against Chinchilla's 0.50).
+Intervals come from a residual bootstrap that keeps the design (the sizes at each budget) fixed:
+each budget's fitted profile plus residuals drawn from the pooled, leverage-corrected residuals
+of every profile, refitted, the vertices and the exponents recomputed (Efron & Tibshirani 1993,
+ch. 9: residual resampling for a designed experiment). Porian et al. 2024 show what else biases
+these exponents at small scale: FLOPs not counting the head and attention, too long a warmup and
+hyper-parameters not tuned per size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from jaxscale.laws.fit import FitDataError, check_data
+from jaxscale.errors import FitDataError
+from jaxscale.laws.fit import check_data
 
 
 @dataclass(frozen=True)
@@ -50,32 +57,105 @@ def group_budgets(C: Any, rtol: float = 0.01) -> np.ndarray:
     return labels
 
 
-def _vertex(log_n: np.ndarray, loss: np.ndarray, w: np.ndarray) -> tuple[float, float] | None:
-    """Vertex (ln N*, L*) of the weighted parabola; None if it opens down or leaves the data."""
-    if np.count_nonzero(w) < 3 or len(np.unique(log_n[w > 0])) < 3:
-        return None
-    c2, c1, c0 = np.polyfit(log_n, loss, 2, w=np.sqrt(w))
+@dataclass(frozen=True)
+class Profile:
+    """One budget's IsoFLOP profile and its parabola loss = c2·x² + c1·x + c0, x = ln N.
+
+    Attributes:
+      C: the budget (geometric mean of its runs' compute).
+      N, D, loss: its runs, sorted by N.
+      coef: the parabola (None with fewer than 3 sizes).
+      N_opt, D_opt, loss_min: the vertex (NaN when the parabola opens downwards).
+      interior: whether the minimum lies inside the measured sizes (see the module docstring).
+      reason: why the budget is not interior, for a person to act on; None when it is.
+      N_opt_ci: the vertex's bootstrap interval, when intervals were drawn.
+    """
+
+    C: float
+    N: np.ndarray = field(repr=False)
+    D: np.ndarray = field(repr=False)
+    loss: np.ndarray = field(repr=False)
+    coef: tuple[float, float, float] | None
+    N_opt: float
+    D_opt: float
+    loss_min: float
+    interior: bool
+    reason: str | None
+    N_opt_ci: tuple[float, float] | None = None
+
+    @property
+    def n_points(self) -> int:
+        return len(self.N)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "C": self.C,
+            "N_opt": self.N_opt,
+            "N_opt_ci": list(self.N_opt_ci) if self.N_opt_ci else None,
+            "D_opt": self.D_opt,
+            "loss_min": self.loss_min,
+            "interior": self.interior,
+            "reason": self.reason,
+            "n_points": self.n_points,
+            "N_range": [float(self.N.min()), float(self.N.max())],
+            "coef": list(self.coef) if self.coef else None,
+        }
+
+
+def _parabola(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.polyfit(x, y, 2)
+
+
+def _d_at(x: np.ndarray, D: np.ndarray, x_opt: float) -> float:
+    """D along a profile at ln N = x_opt: ln D is linear in ln N on an IsoFLOP line."""
+    slope, icept = np.polyfit(x, np.log(D), 1)
+    return float(np.exp(icept + slope * x_opt))
+
+
+def _profile(C: float, N: np.ndarray, D: np.ndarray, loss: np.ndarray) -> Profile:
+    order = np.argsort(N)
+    N, D, loss = N[order], D[order], loss[order]
+    x = np.log(N)
+    nan = float("nan")
+    if len(np.unique(x)) < 3:
+        why = f"{len(np.unique(x))} sizes: a profile needs at least 3"
+        return Profile(C, N, D, loss, None, nan, nan, nan, False, why)
+    c2, c1, c0 = _parabola(x, loss)
     if c2 <= 0:
-        return None
-    x = -c1 / (2 * c2)
-    if not log_n[w > 0].min() <= x <= log_n[w > 0].max():
-        return None
-    return float(x), float(c0 - c1 * c1 / (4 * c2))
+        why = "no minimum: loss does not curve upwards over these sizes (add sizes on both sides)"
+        return Profile(C, N, D, loss, (c2, c1, c0), nan, nan, nan, False, why)
+    x_opt = -c1 / (2 * c2)
+    best = int(np.argmin(loss))
+    reason = None
+    if best == 0 or x_opt < x[0]:
+        reason = f"minimum at or below the smallest size ({N[0]:.3g}): add smaller models"
+    elif best == len(N) - 1 or x_opt > x[-1]:
+        reason = f"minimum at or above the largest size ({N[-1]:.3g}): add larger models"
+    return Profile(
+        C=C,
+        N=N,
+        D=D,
+        loss=loss,
+        coef=(float(c2), float(c1), float(c0)),
+        N_opt=float(np.exp(x_opt)),
+        D_opt=_d_at(x, D, x_opt),
+        loss_min=float(c0 - c1 * c1 / (4 * c2)),
+        interior=reason is None,
+        reason=reason,
+    )
 
 
 @dataclass(frozen=True)
 class IsoFlopResult:
-    """Approach 2: per-budget minima and the fitted N_opt = G·C^a, D_opt = G_D·C^b.
+    """Approach 2: per-budget profiles and the fitted N_opt = G·C^a, D_opt = G_D·C^b.
 
     Attributes:
-      budgets: one dict per usable budget: ``C``, ``N_opt``, ``D_opt``, ``loss_min``, ``n_points``,
-        and the parabola ``coef`` (loss = c2·x² + c1·x + c0 with x = ln N).
-      skipped: budgets that gave no minimum, with the reason.
-      N_opt, D_opt: the power-law fits (``a``, ``b`` are their exponents).
+      profiles: every budget, interior or not, smallest C first.
+      N_opt, D_opt: the power laws fitted over the interior budgets (``a``, ``b`` their exponents).
+      ci_level, bootstrap: the intervals' coverage and resample count (0: no intervals).
     """
 
-    budgets: list[dict[str, Any]]
-    skipped: list[dict[str, Any]]
+    profiles: list[Profile]
     N_opt: PowerFit
     D_opt: PowerFit
     ci_level: float = 0.95
@@ -89,33 +169,42 @@ class IsoFlopResult:
     def b(self) -> float:
         return self.D_opt.a
 
+    @property
+    def used(self) -> list[Profile]:
+        """The interior budgets the exponents are fitted over."""
+        return [p for p in self.profiles if p.interior]
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: ``approach``, ``a``, ``b``, ``G``, intervals and ``budgets``."""
+        """JSON-able: ``approach``, ``a``, ``a_ci``, ``b``, ``b_ci``, ``G``, ``G_D``, budgets."""
         return {
             "approach": 2,
             "a": self.a,
+            "a_ci": list(self.N_opt.ci) if self.N_opt.ci else None,
             "b": self.b,
+            "b_ci": list(self.D_opt.ci) if self.D_opt.ci else None,
             "G": self.N_opt.G,
             "G_D": self.D_opt.G,
-            "ci": {"a": self.N_opt.ci, "b": self.D_opt.ci} if self.bootstrap else None,
             "ci_level": self.ci_level,
             "bootstrap": self.bootstrap,
-            "budgets": [{k: v for k, v in b.items() if k != "coef"} for b in self.budgets],
-            "skipped": self.skipped,
+            "budgets": [p.to_dict() for p in self.profiles],
         }
 
     def report(self) -> str:
-        """A readable table of budgets and the fitted exponents."""
-        lines = [f"  {'C':>10} {'N_opt':>10} {'D_opt':>10} {'loss_min':>9} {'points':>6}"]
-        for b in self.budgets:
-            lines.append(
-                f"  {b['C']:>10.3g} {b['N_opt']:>10.3g} {b['D_opt']:>10.3g} "
-                f"{b['loss_min']:>9.4f} {b['n_points']:>6d}"
+        """A readable table of the budgets and the fitted exponents."""
+        pct = f"{100 * self.ci_level:g}%"
+        head = f"  {'C':>10} {'N_opt':>10} {'D_opt':>10} {'loss_min':>9} {'runs':>4}"
+        lines = [f"{head}  N_opt {pct} CI"]
+        for p in self.profiles:
+            if not p.interior and not np.isfinite(p.N_opt):
+                lines.append(f"  {p.C:>10.3g}  not used: {p.reason}")
+                continue
+            ci = f"[{p.N_opt_ci[0]:.3g}, {p.N_opt_ci[1]:.3g}]" if p.N_opt_ci else ""
+            line = (
+                f"  {p.C:>10.3g} {p.N_opt:>10.3g} {p.D_opt:>10.3g} {p.loss_min:>9.4f} "
+                f"{p.n_points:>4d}  {ci}"
             )
-        for s in self.skipped:
-            lines.append(f"  {s['C']:>10.3g}  skipped: {s['reason']}")
+            lines.append(line + ("" if p.interior else f"  not used: {p.reason}"))
         for name, fit in (("N_opt ∝ C^a", self.N_opt), ("D_opt ∝ C^b", self.D_opt)):
-            pct = f"{100 * self.ci_level:g}%"
             ci = f"  {pct} CI [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]" if fit.ci else ""
             lines.append(f"  {name}: exponent {fit.a:.3f}{ci}")
         return "\n".join(lines)
@@ -127,188 +216,97 @@ def fit_isoflop(
     loss: Any,
     C: Any = None,
     *,
+    budget: Any = None,
     rtol: float = 0.01,
-    n_near: int = 7,
     bootstrap: int = 0,
     ci_level: float = 0.95,
     seed: int = 0,
 ) -> IsoFlopResult:
-    """Approach 2: parabola minima per compute budget, then N_opt = G·C^a and D_opt ∝ C^b.
+    """Approach 2: a parabola per IsoFLOP profile, then N_opt = G·C^a and D_opt = G_D·C^b.
 
-    Per budget: loss ≈ c2·(ln N)² + c1·ln N + c0 over the ``n_near`` points nearest (in ln N) the
-    lowest observed loss; ln N_opt = -c1/(2·c2), D_opt = C/(6·N_opt). Bootstrap: resample the points
-    within each budget (multinomial weights), refit every parabola and both exponents.
+    Per budget: loss ≈ c2·(ln N)² + c1·ln N + c0 over all its runs; ln N_opt = -c1/(2·c2), and
+    ln D_opt is ln D interpolated linearly in ln N at the vertex. The exponents are ordinary least
+    squares of ln N_opt and ln D_opt on ln C over the budgets with an interior minimum.
 
     Args:
       N, D, loss: one entry per run. C: compute per run (default 6·N·D).
-      rtol: budgets agreeing within this relative tolerance are one budget.
-      n_near: points per parabola (at least 3).
-      bootstrap, ci_level, seed: percentile intervals of ``a`` and ``b`` from resamples.
+      budget: the budget each run was planned for (e.g. a sweep's ``budget`` field); by default
+        runs whose C agrees within ``rtol`` are one budget.
+      bootstrap, ci_level, seed: residual-bootstrap percentile intervals of a, b and each N_opt.
 
     Returns:
       An :class:`IsoFlopResult`.
 
+    Raises:
+      FitDataError: fewer than 2 budgets with an interior minimum (the message says why each
+        budget failed).
+
     Example:
-      >>> fit_isoflop(N, D, loss).a                          # doctest: +SKIP
+      >>> fit_isoflop(N, D, loss, C, bootstrap=1000).to_dict()["a_ci"]   # doctest: +SKIP
     """
     N, D, loss = (np.asarray(v, dtype=np.float64).ravel() for v in (N, D, loss))
     C = 6 * N * D if C is None else np.asarray(C, dtype=np.float64).ravel()
     check_data(["N", "D", "loss", "C"], [N, D, loss, C], 3)
-    labels = group_budgets(C, rtol)
-    groups = []
-    budgets, skipped = [], []
-    for g in np.unique(labels):
-        idx = np.flatnonzero(labels == g)
-        c = float(np.exp(np.mean(np.log(C[idx]))))
-        log_n = np.log(N[idx])
-        near = idx[np.argsort(np.abs(log_n - log_n[np.argmin(loss[idx])]))[: max(n_near, 3)]]
-        v = _vertex(np.log(N[near]), loss[near], np.ones(len(near)))
-        if v is None:
-            reason = "fewer than 3 sizes" if len(near) < 3 else "no interior minimum"
-            skipped.append({"C": c, "n_points": len(idx), "reason": reason})
-            continue
-        coef = np.polyfit(np.log(N[near]), loss[near], 2)
-        n_opt = float(np.exp(v[0]))
-        budgets.append(
-            {
-                "C": c,
-                "N_opt": n_opt,
-                "D_opt": c / (6 * n_opt),
-                "loss_min": v[1],
-                "n_points": len(near),
-                "coef": coef.tolist(),
-            }
-        )
-        groups.append((c, near))
-    if len(budgets) < 2:
+    labels = group_budgets(C if budget is None else np.asarray(budget, np.float64), rtol)
+    groups = [np.flatnonzero(labels == g) for g in np.unique(labels)]
+    profiles = [
+        _profile(float(np.exp(np.mean(np.log(C[idx])))), N[idx], D[idx], loss[idx])
+        for idx in groups
+    ]
+    used = [p for p in profiles if p.interior]
+    if len(used) < 2:
+        why = "; ".join(f"C={p.C:.3g}: {p.reason}" for p in profiles if not p.interior)
         raise FitDataError(
-            f"IsoFLOP fit needs at least 2 budgets with an interior minimum; found {len(budgets)}"
-            f" of {len(np.unique(labels))} (each budget needs >= 3 model sizes around its minimum)"
+            f"approach 2 needs at least 2 budgets with an interior minimum, found {len(used)} "
+            f"of {len(profiles)} ({why or 'too few budgets'})"
         )
-    cs = np.array([b["C"] for b in budgets])
-    n_opt = np.array([b["N_opt"] for b in budgets])
-    a, g_n = _loglog(cs, n_opt)
-    b, g_d = _loglog(cs, cs / (6 * n_opt))
+    cs = np.array([p.C for p in used])
+    a, g_n = _loglog(cs, np.array([p.N_opt for p in used]))
+    b, g_d = _loglog(cs, np.array([p.D_opt for p in used]))
     ci_a = ci_b = None
     if bootstrap:
-        rng = np.random.default_rng(seed)
-        draws = []
-        for _ in range(bootstrap):
-            pairs = []
-            for c, near in groups:
-                w = rng.multinomial(len(near), np.full(len(near), 1 / len(near))).astype(float)
-                v = _vertex(np.log(N[near]), loss[near], w)
-                if v is not None:
-                    pairs.append((c, np.exp(v[0])))
-            if len(pairs) >= 2:
-                pc, pn = np.array(pairs).T
-                draws.append((_loglog(pc, pn)[0], _loglog(pc, pc / (6 * pn))[0]))
+        draws = _bootstrap(used, bootstrap, np.random.default_rng(seed))
         tail = 100 * (1 - ci_level) / 2
-        lo, hi = np.percentile(np.array(draws), [tail, 100 - tail], axis=0)
+        vertex_ci = np.nanpercentile(draws["N_opt"], [tail, 100 - tail], axis=0)
+        lo, hi = np.nanpercentile(draws["ab"], [tail, 100 - tail], axis=0)
         ci_a, ci_b = (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))
+        intervals = {
+            id(p): (float(lo), float(hi)) for p, lo, hi in zip(used, *vertex_ci, strict=True)
+        }
+        profiles = [replace(p, N_opt_ci=intervals.get(id(p))) for p in profiles]  # fmt: skip
     return IsoFlopResult(
-        budgets, skipped, PowerFit(a, g_n, ci_a), PowerFit(b, g_d, ci_b), ci_level, bootstrap
+        profiles, PowerFit(a, g_n, ci_a), PowerFit(b, g_d, ci_b), ci_level, bootstrap
     )
 
 
-@dataclass(frozen=True)
-class EnvelopeResult:
-    """Approach 1: the lower envelope of loss against FLOPs and N_opt = G·C^a fitted over it.
+def _bootstrap(used: list[Profile], k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Residual bootstrap over the interior profiles: ``N_opt`` (k, budgets) and ``ab`` (k, 2).
 
-    Attributes:
-      points: envelope points as arrays ``C``, ``N``, ``loss``.
-      N_opt: the power-law fit (exponent ``a``).
+    Residuals are pooled over the profiles, each scaled by sqrt(n / (n - 3)) for the three
+    parameters its parabola used up; a draw whose refitted parabola opens downwards leaves that
+    budget out of the draw's exponents (its N_opt is NaN).
     """
-
-    points: dict[str, np.ndarray] = field(repr=False)
-    N_opt: PowerFit
-    ci_level: float = 0.95
-    bootstrap: int = 0
-
-    @property
-    def a(self) -> float:
-        return self.N_opt.a
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able: ``approach``, ``a``, ``G``, interval and the envelope points."""
-        return {
-            "approach": 1,
-            "a": self.a,
-            "G": self.N_opt.G,
-            "ci": {"a": self.N_opt.ci} if self.N_opt.ci else None,
-            "ci_level": self.ci_level,
-            "envelope": {k: v.tolist() for k, v in self.points.items()},
-        }
-
-    def report(self) -> str:
-        """One line per envelope point and the exponent."""
-        lines = [f"  {'C':>10} {'N':>10} {'loss':>8}"]
-        for c, n, l in zip(self.points["C"], self.points["N"], self.points["loss"], strict=True):
-            lines.append(f"  {c:>10.3g} {n:>10.3g} {l:>8.4f}")
-        fit = self.N_opt
-        ci = f"  {100 * self.ci_level:g}% CI [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]" if fit.ci else ""
-        lines.append(f"  N_opt ∝ C^a: exponent {fit.a:.3f}{ci}")
-        return "\n".join(lines)
-
-
-def curves_from_records(records: Iterable[dict[str, Any]]) -> tuple[np.ndarray, ...]:
-    """(N, C, loss) points from the ``curve`` ([tokens_seen, val_loss] pairs) of each record,
-    with C = 6·N·tokens; records without a curve contribute their final (N, C, loss)."""
-    rows = []
-    for r in records:
-        curve = r.get("curve") or [[r["D"], r["loss"]]]
-        rows += [(r["N"], 6.0 * r["N"] * t, l) for t, l in curve if t > 0]
-    return tuple(np.array(col, dtype=np.float64) for col in zip(*rows, strict=True))
-
-
-def fit_envelope(
-    N: Any,
-    C: Any,
-    loss: Any,
-    *,
-    n_bins: int = 20,
-    bootstrap: int = 0,
-    ci_level: float = 0.95,
-    seed: int = 0,
-) -> EnvelopeResult:
-    """Approach 1: N_opt(C) from the lower envelope of loss against FLOPs, then N_opt = G·C^a.
-
-    A point is on the envelope if no point with fewer FLOPs reached a lower loss; of those, the
-    lowest-loss point in each of ``n_bins`` log-spaced FLOP bins is kept (as Hoffmann et al. bin).
-    Points held by the smallest or the largest model are dropped when at least two other sizes
-    remain: there the ladder's end, not the law, sets N_opt.
-
-    Args:
-      N, C, loss: one entry per evaluation (see :func:`curves_from_records`), or per run.
-      bootstrap, ci_level, seed: a percentile interval of ``a`` by resampling envelope points.
-
-    Example:
-      >>> fit_envelope(*curves_from_records(records)).a          # doctest: +SKIP
-    """
-    N, C, loss = (np.asarray(v, dtype=np.float64).ravel() for v in (N, C, loss))
-    check_data(["N", "C", "loss"], [N, C, loss], 2)
-    order = np.argsort(C, kind="stable")
-    on = order[loss[order] < np.minimum.accumulate(np.r_[np.inf, loss[order]])[:-1]]
-    edges = np.linspace(np.log(C.min()), np.log(C.max()) * (1 + 1e-12), n_bins + 1)
-    bins = np.digitize(np.log(C[on]), edges)
-    keep = np.array([on[bins == k][np.argmin(loss[on[bins == k]])] for k in np.unique(bins)])
-    # Where the smallest or largest model holds the envelope, N_opt is censored by the ladder.
-    inner = keep[(N[keep] > N.min()) & (N[keep] < N.max())]
-    if len(np.unique(N[inner])) >= 2:
-        keep = inner
-    if len(np.unique(N[keep])) < 2:
-        raise FitDataError("the loss envelope holds fewer than 2 model sizes: no N_opt(C) trend")
-    a, g = _loglog(C[keep], N[keep])
-    ci = None
-    if bootstrap:
-        rng = np.random.default_rng(seed)
-        draws = []
-        for _ in range(bootstrap):
-            w = rng.multinomial(len(keep), np.full(len(keep), 1 / len(keep))).astype(float)
-            if len(np.unique(C[keep][w > 0])) >= 2:
-                draws.append(_loglog(C[keep], N[keep], np.sqrt(w))[0])
-        tail = 100 * (1 - ci_level) / 2
-        lo, hi = np.percentile(draws, [tail, 100 - tail])
-        ci = (float(lo), float(hi))
-    points = {"C": C[keep], "N": N[keep], "loss": loss[keep]}
-    return EnvelopeResult(points, PowerFit(a, g, ci), ci_level, bootstrap)
+    xs = [np.log(p.N) for p in used]
+    fitted = [np.polyval(p.coef, x) for p, x in zip(used, xs, strict=True)]
+    pool = np.concatenate(
+        [(p.loss - f) * np.sqrt(p.n_points / (p.n_points - 3)) for p, f in zip(used, fitted,
+                                                                              strict=True)
+         if p.n_points > 3]
+    )  # fmt: skip
+    if pool.size == 0:  # every profile has exactly 3 sizes: its parabola leaves no residuals
+        raise FitDataError("approach 2 intervals need a budget with more than 3 sizes")
+    cs = np.array([p.C for p in used])
+    n_opt = np.full((k, len(used)), np.nan)
+    d_opt = np.full((k, len(used)), np.nan)
+    for i in range(k):
+        for j, (p, x, f) in enumerate(zip(used, xs, fitted, strict=True)):
+            c2, c1, _ = _parabola(x, f + rng.choice(pool, len(x)))
+            if c2 > 0:
+                x_opt = -c1 / (2 * c2)
+                n_opt[i, j], d_opt[i, j] = np.exp(x_opt), _d_at(x, p.D, x_opt)
+    ab = np.full((k, 2), np.nan)
+    for i in range(k):
+        ok = np.isfinite(n_opt[i])
+        if ok.sum() >= 2:
+            ab[i] = _loglog(cs[ok], n_opt[i, ok])[0], _loglog(cs[ok], d_opt[i, ok])[0]
+    return {"N_opt": n_opt, "ab": ab}
