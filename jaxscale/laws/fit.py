@@ -27,9 +27,10 @@ import numpy as np
 import optax
 
 from jaxscale.errors import FitDataError, UserError
-from jaxscale.laws.forms import Chinchilla, Kaplan, Law, OffsetPower
+from jaxscale.laws.forms import Chinchilla, Kaplan, OffsetPower
 from jaxscale.laws.result import FitResult
-from jaxscale.laws.solver import HUBER_DELTA, Solver, multistart
+from jaxscale.laws.solver import Solver, multistart
+from jaxscale.laws.spec import HUBER_DELTA, Spec
 
 
 @contextlib.contextmanager
@@ -41,24 +42,6 @@ def x64() -> Iterator[None]:
         from jax.experimental import enable_x64 as enable
     with enable(True):
         yield
-
-
-class Spec(NamedTuple):
-    """How to fit one law form.
-
-    Attributes:
-      form: the law class built from the fit.
-      names: names of the unconstrained fit parameters θ (e.g. ``a = log A``).
-      log_predict: ``(θ, inputs) -> log ŷ``, with ``inputs`` a tuple of 1-D arrays.
-      to_params: ``θ -> {law parameter: value}``, traceable (used for the delta method).
-      grid: the default start values of each θ; starts are their Cartesian product.
-    """
-
-    form: type[Law]
-    names: tuple[str, ...]
-    log_predict: Callable[[jax.Array, tuple[jax.Array, ...]], jax.Array]
-    to_params: Callable[[jax.Array], dict[str, jax.Array]]
-    grid: tuple[tuple[float, ...], ...]
 
 
 def _chinchilla_log(th: jax.Array, xs: tuple[jax.Array, ...]) -> jax.Array:

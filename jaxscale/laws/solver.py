@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 import optax.tree_utils as otu
 
-if TYPE_CHECKING:
-    from jaxscale.laws.fit import Spec
-
-HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, appendix D.2
+from jaxscale.laws.spec import HUBER_DELTA, Spec
 
 
 class Solver(NamedTuple):
