@@ -146,6 +146,25 @@ def vectorize_packs() -> bool:
     return jax.default_backend() != "cpu"
 
 
+# Steps a training loop may queue before it records a step's metrics (``train.metrics``).
+_ACCELERATOR_LAG = 4
+_CPU_LAG = 0
+
+
+def metrics_lag() -> int:
+    """How many steps behind the device a training loop records step metrics.
+
+    On an accelerator a host sync per step stalls the device after every step, which costs most
+    where the steps are short (a ladder's small models): the loop records each step 4 steps
+    later, its metrics copied to the host meanwhile. On CPU the host is the device: per step.
+    ``JAXSCALE_METRICS_LAG`` overrides both (the records are the same for any lag).
+    """
+    env = os.environ.get("JAXSCALE_METRICS_LAG", "")
+    if env.isdigit():
+        return int(env)
+    return _CPU_LAG if jax.default_backend() == "cpu" else _ACCELERATOR_LAG
+
+
 # Tokens of a micro-batch each CPU device works through at a time (see ``micro_batch_tokens``).
 _CPU_MICRO_TOKENS = 512
 
