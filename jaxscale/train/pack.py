@@ -42,6 +42,10 @@ from jaxscale.train.metrics import MetricsLog, RunOutcome, Slot, StepMetrics, St
 from jaxscale.train.schedule import lr_table, planned_steps, stop_step
 from jaxscale.train.step import AdamW, evaluate, make_optimizer, make_pack_step
 
+# One graph definition per model structure: the compiled steps are keyed by it, and flax 0.10's
+# GraphDefs of the same structure compare unequal, which recompiled every run of a shape there.
+_GRAPHDEFS: dict[Hashable, Any] = {}
+
 
 def loop_key(train: TrainConfig) -> Hashable:
     """The settings every model of a pack shares: its batch (size, micro-batches), compute
@@ -93,7 +97,9 @@ class Pack:
         self.mesh = pack_mesh(self.size, train.batch_size)
         self.dtype = compute_dtype(train.dtype)
         models = [init_model(s.shape, corpus.n_vocab, context, s.seed, self.dtype) for s in specs]
-        self.graphdef = models[0][0]
+        self.graphdef = _GRAPHDEFS.setdefault(
+            (specs[0].shape, corpus.n_vocab, context, self.dtype), models[0][0]
+        )
         params = jax.tree.map(lambda *xs: jnp.stack(xs), *(p for _, p in models))
         state = (params, jax.vmap(make_optimizer(train).init)(params))
         # one data stream per distinct seed; models sharing a seed share its batches
