@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxscale.backend import pack_mesh
+from jaxscale.backend import cpu_micro_tokens, l2_cache_bytes, micro_batch_tokens, pack_mesh
 from jaxscale.config import EvalConfig, RunSpec, TrainConfig
 from jaxscale.counting import ModelShape
 from jaxscale.data import eval_batches, load_corpus
@@ -113,3 +113,13 @@ def test_a_nan_is_caught_at_its_step() -> None:
         eval_cfg=EvalConfig(tokens=1000),
     )
     assert out.diverged_at is not None and math.isnan(out.loss)
+
+
+def test_cpu_micro_batches_follow_the_machines_l2_cache(monkeypatch) -> None:
+    """One token per KiB of a core's L2, a power of two in [256, 4096]: the AMD EPYC's 512 KiB
+    keeps its tuned 512 tokens, a 2 MiB Xeon gets 2,048; the environment overrides the rule."""
+    sizes = [None, 256 * 1024, 512 * 1024, 1024**2, 1536 * 1024, 2 * 1024**2, 64 * 1024**2]
+    assert [cpu_micro_tokens(b) for b in sizes] == [512, 256, 512, 1024, 1024, 2048, 4096]
+    assert micro_batch_tokens() == cpu_micro_tokens(l2_cache_bytes())  # tests run on CPU
+    monkeypatch.setenv("JAXSCALE_CPU_MICRO_TOKENS", "768")
+    assert micro_batch_tokens() == 768
