@@ -80,8 +80,9 @@ class RunSpec:
     shape: ModelShape
     tokens: int  # D: training tokens; the schedule ends exactly here
     seed: int  # initialisation and data order
-    lr: float | None = None  # peak learning rate; None: the TrainConfig's
-    train: TrainConfig | None = None  # the run's own training settings; None: see ``resolve``
+    lr: float | None = None  # peak learning rate asked for; None: the TrainConfig's
+    # the run's own training settings (its peak lr is train.lr); None: see ``resolve``
+    train: TrainConfig | None = None
 
     def resolve(self, default: TrainConfig | None) -> RunSpec:
         """This run with ``train`` set: its own if it has one, else ``default`` with the run's
