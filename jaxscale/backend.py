@@ -15,11 +15,13 @@ mesh spans several processes (``--distributed``).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -146,20 +148,79 @@ def vectorize_packs() -> bool:
     return jax.default_backend() != "cpu"
 
 
-# Tokens of a micro-batch each CPU device works through at a time (see ``micro_batch_tokens``).
-_CPU_MICRO_TOKENS = 512
+# Steps a training loop may queue before it records a step's metrics (``train.metrics``).
+_METRICS_LAG = 4
+
+
+def metrics_lag() -> int:
+    """How many steps behind the device a training loop records step metrics.
+
+    On an accelerator a host sync per step stalls the device after every step, which costs most
+    where the steps are short (a ladder's small models). On CPU, where dispatch is asynchronous
+    too, recording 4 steps late was never slower than a sync per step: context 128, batch 32 on
+    2 loaded cores (load 10-12), L1-d32-h2 trained 14.3k tok/s against 12.1k, L3-d96-h3 2.01k
+    against 2.00k, with identical records (``jaxscale.bench.bench_lag``). So every backend
+    records 4 steps late; ``JAXSCALE_METRICS_LAG`` overrides it (the records are the same for
+    any lag).
+    """
+    env = os.environ.get("JAXSCALE_METRICS_LAG", "")
+    return int(env) if env.isdigit() else _METRICS_LAG
+
+
+# A CPU micro-batch holds one token per this many bytes of a core's L2 cache, a power of two in
+# [256, 4096] (see ``cpu_micro_tokens``); 512 KiB where the cache size cannot be read.
+_L2_BYTES_PER_TOKEN = 1024
+_DEFAULT_L2_BYTES = 512 * 1024
+
+
+def l2_cache_bytes() -> int | None:
+    """The L2 cache of one core in bytes (Linux sysfs, macOS sysctl), or None if unknown."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        if level == "2" and kind in ("Unified", "Data") and size[:-1].isdigit():
+            return int(size[:-1]) * {"K": 1024, "M": 1024**2}.get(size[-1], 1)
+    if sys.platform == "darwin":  # Apple silicon: the performance cores' L2
+        for key in ("hw.perflevel0.l2cachesize", "hw.l2cachesize"):
+            done = subprocess.run(["sysctl", "-n", key], capture_output=True, text=True)
+            if done.returncode == 0 and done.stdout.strip().isdigit():
+                return int(done.stdout.strip())
+    return None
+
+
+def cpu_micro_tokens(l2_bytes: int | None) -> int:
+    """Tokens of a CPU micro-batch for a core with ``l2_bytes`` of L2 cache: one token per
+    1 KiB, rounded down to a power of two in [256, 4096] (512 KiB if unknown).
+
+    The rule keeps each processor at its measured best: the AMD EPYC's 512 KiB L2 gives 512
+    tokens, where (4 x 128 x 4 heads, context 256, batch 32, 2 cores) a step made 20.8k tok/s
+    against 18.3k at 256, 19.5k at 1,024 and 14.2k for the whole 4,096; the Intel Xeon's 2 MiB
+    gives 2,048 (measured in ``micro_batch_tokens``).
+
+    Example:
+      >>> cpu_micro_tokens(512 * 1024), cpu_micro_tokens(2 * 1024**2), cpu_micro_tokens(None)
+      (512, 2048, 512)
+    """
+    tokens = (l2_bytes or _DEFAULT_L2_BYTES) // _L2_BYTES_PER_TOKEN
+    return min(4096, max(256, 1 << (max(tokens, 1).bit_length() - 1)))
 
 
 def micro_batch_tokens() -> int | None:
     """Tokens each device should process at a time within a step, or None for the whole batch.
 
     On CPU a step splits its batch into micro-batches (gradients accumulated inside the step) so
-    that a micro-batch's activations stay in cache: at 4 x 128 x 4 heads, context 256 and batch
-    32 on 2 cores, the step a sweep runs made 20.8k tok/s with 512 tokens a device, against 14.2k
-    for each device's whole 4,096 at once (256: 18.3k, 1,024: 19.5k). Accelerators want the whole
-    batch.
+    that a micro-batch's working set stays close to the core: ``cpu_micro_tokens`` of this
+    machine's L2 cache, or ``$JAXSCALE_CPU_MICRO_TOKENS``. Accelerators want the whole batch.
     """
-    return _CPU_MICRO_TOKENS if jax.default_backend() == "cpu" else None
+    if jax.default_backend() != "cpu":
+        return None
+    env = os.environ.get("JAXSCALE_CPU_MICRO_TOKENS", "")
+    return int(env) if env.isdigit() else cpu_micro_tokens(_l2_bytes())
+
+
+_l2_bytes = functools.cache(l2_cache_bytes)
 
 
 def compute_dtype(requested: str) -> str:

@@ -1,24 +1,31 @@
 """Benchmarks: a pack's aggregate throughput against the same runs one after another
-(``jaxscale bench``), and one model's bare train step (``scripts/bench_cpu.py``, ``bench_mfu.py``).
+(``jaxscale bench``), one model's bare train step and its MFU against a measured matmul peak
+(``scripts/bench_cpu.py``, ``bench_mfu.py``), step metrics fetched per step against a few steps
+late, and bfloat16 against float32 training (``scripts/gpu_check.py`` runs them all).
 
-Both sides are real ``train_pack`` runs on the synthetic corpus, data pipeline included: one pack
-of P models (different seeds) and one model alone. A run's throughput excludes its first
-(compiling) step and its validations, so the sequential side's aggregate is one model's
-tokens/s: P runs trained one after another take P times as long.
+The pack, lag and dtype benchmarks are real ``train_pack`` runs on the synthetic corpus, data
+pipeline included. A run's throughput excludes its first (compiling) step and its validations,
+so the sequential side of the pack benchmark is one model's tokens/s: P runs trained one after
+another take P times as long.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxscale.backend import batch_sharding, compute_dtype, pack_mesh, pack_shardings
 from jaxscale.config import EvalConfig, RunSpec, TrainConfig
-from jaxscale.counting import ModelShape
+from jaxscale.counting import ModelShape, flops_per_token_counted, total_params
 from jaxscale.data import load_corpus
 from jaxscale.model import init_model
 from jaxscale.train import make_optimizer, make_pack_step, micro_batches, train_pack
@@ -105,3 +112,181 @@ def model_step(
         f"a step, {compute_dtype(cfg.dtype)}"
     )
     return one_step, mesh.size, where
+
+
+def median_seconds(fn: Callable[[], None], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``, after one untimed call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_peak(n: int, dtype: str, devices: int) -> float:
+    """FLOP/s of the first ``devices`` devices each multiplying its own n x n matrices at the
+    same time, median of 20 (on CPU the cores then share nothing, as in a data-parallel step).
+
+    Example:
+      >>> f"{matmul_peak(8192, 'bfloat16', 1) / 1e12:.0f} TFLOP/s"     # doctest: +SKIP
+    """
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()[:devices]), ("d",)), PartitionSpec("d"))
+    a, b = (
+        jax.device_put(jax.random.normal(jax.random.key(i), (devices, n, n), dtype), sharding)
+        for i in range(2)
+    )
+    matmul = jax.jit(jnp.matmul)
+    return 2 * devices * n**3 / median_seconds(lambda: jax.block_until_ready(matmul(a, b)), 20)
+
+
+@dataclass(frozen=True, slots=True)
+class MfuBench:
+    """One model's train step against the matmul peak its devices reach in its dtype."""
+
+    where: str  # backend, devices, micro-batches, dtype
+    shape: ModelShape
+    params: int  # all parameters
+    batch: int
+    context: int
+    dtype: str
+    matmul_n: int  # the peak's square matmul size
+    devices: int
+    peak_flops_per_s: float
+    tokens_per_s: float
+    model_flops_per_s: float  # tokens/s x counted training FLOPs per token
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs utilisation: model FLOP/s / measured peak FLOP/s."""
+        return self.model_flops_per_s / self.peak_flops_per_s
+
+
+def bench_mfu(
+    shape: ModelShape,
+    vocab: int,
+    context: int,
+    batch: int,
+    *,
+    dtype: str = "auto",
+    steps: int = 10,
+    matmul_n: int | None = None,
+) -> MfuBench:
+    """MFU of one model's train step: tokens/s x ``flops_per_token_counted`` over the measured
+    peak (``matmul_peak``; n = 8192 on GPUs, 2048 elsewhere, unless ``matmul_n``).
+
+    Example:
+      >>> bench_mfu(PRESETS["medium"], 50257, 1024, 16).mfu             # doctest: +SKIP
+    """
+    cfg = TrainConfig(batch_size=batch, dtype=dtype)
+    one_step, devices, where = model_step(shape, vocab, context, cfg)
+    n = matmul_n or (8192 if jax.default_backend() == "gpu" else 2048)
+    peak = matmul_peak(n, compute_dtype(dtype), devices)
+    tokens_per_s = batch * context / median_seconds(one_step, steps)
+    flops = flops_per_token_counted(shape, vocab, context)
+    return MfuBench(
+        where=where,
+        shape=shape,
+        params=total_params(shape, vocab, context),
+        batch=batch,
+        context=context,
+        dtype=compute_dtype(dtype),
+        matmul_n=n,
+        devices=devices,
+        peak_flops_per_s=peak,
+        tokens_per_s=tokens_per_s,
+        model_flops_per_s=tokens_per_s * flops,
+    )
+
+
+@contextmanager
+def metrics_lag_set(lag: int) -> Iterator[None]:
+    """Within the block, training loops record step metrics ``lag`` steps late
+    (``backend.metrics_lag``'s ``JAXSCALE_METRICS_LAG``)."""
+    before = os.environ.get("JAXSCALE_METRICS_LAG")
+    os.environ["JAXSCALE_METRICS_LAG"] = str(lag)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["JAXSCALE_METRICS_LAG"]
+        else:
+            os.environ["JAXSCALE_METRICS_LAG"] = before
+
+
+@dataclass(frozen=True, slots=True)
+class LagBench:
+    """A pack trained with a host sync per step and with its metrics fetched ``lag`` steps late."""
+
+    lag: int
+    sync_tokens_per_s: float  # the pack's aggregate, medians over the repeats
+    lagged_tokens_per_s: float
+    same_records: bool  # every model's loss, train loss and divergence step equal either way
+
+    @property
+    def speedup(self) -> float:
+        return self.lagged_tokens_per_s / self.sync_tokens_per_s
+
+
+def bench_lag(
+    shape: ModelShape,
+    pack: int = 1,
+    *,
+    lag: int = 4,
+    batch_size: int = 16,
+    context: int = 128,
+    steps: int = 60,
+    repeats: int = 3,
+) -> LagBench:
+    """Throughput of ``train_pack`` recording each step at once (lag 0: a host sync per step)
+    against ``lag`` steps late, alternating the two ``repeats`` times (both see the same load).
+
+    Example:
+      >>> bench_lag(PRESETS["tiny"], lag=4).speedup                     # doctest: +SKIP
+    """
+    corpus = load_corpus(BENCH_CORPUS, progress=False)
+    train = TrainConfig(batch_size=batch_size, evals=1, warmup=0.0)
+    specs = [RunSpec(f"m{i}", shape, steps * batch_size * context, seed=i) for i in range(pack)]
+    common = {"context": context, "train": train, "eval_cfg": EvalConfig(tokens=context)}
+    speed: dict[int, list[float]] = {0: [], lag: []}
+    results: dict[int, list] = {}
+    for _ in range(repeats):
+        for each in (0, lag):
+            with metrics_lag_set(each):
+                outcomes = train_pack(specs, corpus, **common)
+            speed[each].append(pack * outcomes[0].tokens_per_s)
+            results[each] = [(o.loss, o.train_loss, o.diverged_at) for o in outcomes]
+    return LagBench(
+        lag,
+        statistics.median(speed[0]),
+        statistics.median(speed[lag]),
+        results[0] == results[lag],
+    )
+
+
+def bench_dtypes(
+    shape: ModelShape,
+    *,
+    batch_size: int = 32,
+    context: int = 256,
+    tokens: int = 2_000_000,
+    lr: float = 3e-3,
+) -> dict[str, float]:
+    """Final validation loss of the same short run in float32 and in bfloat16 (float32 master
+    weights either way): ``{"float32": ..., "bfloat16": ...}``.
+
+    Example:
+      >>> losses = bench_dtypes(ModelShape(4, 256, 4))                   # doctest: +SKIP
+      >>> losses["bfloat16"] / losses["float32"] - 1                      # doctest: +SKIP
+    """
+    corpus = load_corpus(BENCH_CORPUS, progress=False)
+    spec = RunSpec("dtype", shape, tokens, seed=0)
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        train = TrainConfig(batch_size=batch_size, lr=lr, evals=1, dtype=dtype)
+        outcome = train_pack(
+            [spec], corpus, context=context, train=train, eval_cfg=EvalConfig(tokens=65_536)
+        )[0]
+        out[dtype] = outcome.loss
+    return out

@@ -68,13 +68,36 @@ class EvalConfig:
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """One (model, tokens) point of a sweep: everything that makes its result."""
+    """One (model, tokens) point of a sweep: everything that makes its result.
+
+    ``train`` holds every setting that shapes the run's training (batch size, peak lr, warmup,
+    schedule, optimiser, dtype), resolved once by the sweep's planner (``jaxscale.planner``);
+    the training code reads them from here. A spec built by hand may leave it None and give its
+    ``lr`` only: ``resolve`` fills it in from a shared TrainConfig.
+    """
 
     name: str  # e.g. "L2-d64-h2_D1M", unique within a sweep
     shape: ModelShape
     tokens: int  # D: training tokens; the schedule ends exactly here
     seed: int  # initialisation and data order
-    lr: float | None = None  # peak learning rate; None: the TrainConfig's
+    lr: float | None = None  # peak learning rate asked for; None: the TrainConfig's
+    # the run's own training settings (its peak lr is train.lr); None: see ``resolve``
+    train: TrainConfig | None = None
+
+    def resolve(self, default: TrainConfig | None) -> RunSpec:
+        """This run with ``train`` set: its own if it has one, else ``default`` with the run's
+        ``lr`` (when given) as the peak learning rate.
+
+        Example:
+          >>> RunSpec("r", ModelShape(1, 16, 2), 10**5, 0, 1e-3).resolve(TrainConfig()).train.lr
+          0.001
+        """
+        if self.train is not None:
+            return self
+        if default is None:
+            raise ValueError(f"run {self.name} has no training settings and none were given")
+        lr = default.lr if self.lr is None else self.lr
+        return dataclasses.replace(self, train=dataclasses.replace(default, lr=lr))
 
 
 @dataclass(frozen=True, slots=True)

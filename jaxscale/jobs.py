@@ -1,9 +1,9 @@
-"""Jobs: the units a sweep hands to a launcher, each a pure function of (config, job, directory).
+"""Jobs: the units a sweep hands to a launcher, each a pure function of (plan, job, directory).
 
-A job is either a *pack* (runs of one shape and one token budget, up to ``pack`` of them, that
-differ in seed or learning rate and train together in one vmapped step) or, under
-``schedule: wsd``, a *WSD column* (every token budget of one shape, as branches of one trunk).
-A single run is a pack of one.
+A job (``planner.Job``) is either a *pack* (runs of one shape and one token budget, up to
+``pack`` of them, that differ in seed or learning rate and train together in one vmapped step)
+or, under ``schedule: wsd``, a *WSD column* (every token budget of one shape, as branches of one
+trunk). A single run is a pack of one. Its runs carry their own training settings.
 
 ``run_job`` trains a job and writes each of its runs' result to ``DIR/runs/<run>/result.json``
 (atomically) as soon as it is known; it resumes from the job's checkpoints. Nothing else is
@@ -14,42 +14,32 @@ directories afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jaxscale import counting
 from jaxscale.backend import is_lead
-from jaxscale.config import RunSpec, SweepConfig
+from jaxscale.config import RunSpec
 from jaxscale.data import Corpus, load_corpus
 from jaxscale.errors import UserError
 from jaxscale.extrapolate import extrapolate_run
 from jaxscale.machine import provenance
+from jaxscale.planner import Job, SweepPlan
 from jaxscale.results import write_records
 from jaxscale.train import (
     RunOutcome,
     bits_per_byte,
-    cooldown_steps,
     planned_steps,
     stop_step,
     train_pack,
     train_wsd,
+    wsd_steps,
 )
 
 RESULT_FILE = "result.json"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """Runs trained together: ``kind`` is "pack" or "wsd"; ``runs`` are run names."""
-
-    name: str
-    kind: str
-    runs: tuple[str, ...]
 
 
 def run_dir(out_dir: Path, run: str) -> Path:
@@ -83,76 +73,28 @@ def write_result(out_dir: Path, record: dict[str, Any]) -> None:
     write_records(run_dir(out_dir, record["run"]) / RESULT_FILE, [record])
 
 
-def is_final(record: dict[str, Any] | None, cfg: SweepConfig) -> bool:
+def is_final(record: dict[str, Any] | None, plan: SweepPlan) -> bool:
     """Whether a result settles its run: a prediction does only while early stop is on."""
     if record is None:
         return False
-    return record.get("status") in ("ok", "diverged") or bool(cfg.early_stop)
+    return record.get("status") in ("ok", "diverged") or bool(plan.config.early_stop)
 
 
-def plan_jobs(cfg: SweepConfig, done: set[str]) -> list[Job]:
-    """The jobs that train every run of ``cfg`` not in ``done``, smallest model first.
-
-    Runs of one shape and budget (cosine, constant) or of one shape (wsd) are packed up to
-    ``cfg.pack`` models per job.
-    """
-    groups: dict[Any, list[RunSpec]] = {}
-    for spec in cfg.runs():
-        key = spec.shape if cfg.train.schedule == "wsd" else (spec.shape, spec.tokens)
-        groups.setdefault(key, []).append(spec)
-    jobs = []
-    for specs in groups.values():
-        if cfg.train.schedule == "wsd":
-            models = sorted({(s.lr, s.seed) for s in specs})
-            for chunk in _chunks(models, cfg.pack):
-                runs = [s for s in specs if (s.lr, s.seed) in chunk]
-                if any(s.name not in done for s in runs):
-                    jobs.append(_job("wsd", runs))
-        else:
-            todo = [s for s in specs if s.name not in done]
-            jobs += [_job("pack", chunk) for chunk in _chunks(todo, cfg.pack)]
-    return jobs
-
-
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _job(kind: str, runs: list[RunSpec]) -> Job:
-    names = tuple(s.name for s in runs)
-    if kind == "pack" and len(runs) == 1:
-        return Job(names[0], kind, names)
-    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:8]
-    label = runs[0].shape.label
-    name = f"wsd-{label}-{digest}" if kind == "wsd" else f"pack-{label}_D{runs[0].tokens}-{digest}"
-    return Job(name, kind, names)
-
-
-def job_tokens(cfg: SweepConfig, job: Job) -> int:
-    """Tokens a job trains over all its models (its progress bar's total)."""
-    specs = _specs(cfg, job)
-    per_step = cfg.train.batch_size * cfg.context
+def job_tokens(plan: SweepPlan, job: Job) -> int:
+    """Tokens a job trains over all its models (its progress bar's total), from its runs' own
+    training settings."""
+    context, first = plan.config.context, job.specs[0]
+    per_step = first.train.batch_size * context
     if job.kind == "pack":
-        steps = stop_step(planned_steps(specs[0].tokens, cfg.train, cfg.context), cfg.early_stop)
-        return len(specs) * steps * per_step
-    budgets = sorted({s.tokens for s in specs})
-    models = len(specs) // len(budgets)
-    return models * per_step * wsd_steps(cfg, budgets)
-
-
-def wsd_steps(cfg: SweepConfig, budgets: list[int]) -> int:
-    """Steps of a WSD column over ``budgets``: the longest run plus the other runs' cooldowns."""
-    steps = sorted(planned_steps(d, cfg.train, cfg.context) for d in budgets)
-    return steps[-1] + sum(cooldown_steps(s, cfg.train) for s in steps[:-1])
-
-
-def _specs(cfg: SweepConfig, job: Job) -> list[RunSpec]:
-    by_name = {s.name: s for s in cfg.runs()}
-    return [by_name[name] for name in job.runs]
+        steps = planned_steps(first.tokens, first.train, context)
+        return len(job.specs) * stop_step(steps, plan.config.early_stop) * per_step
+    budgets = sorted({s.tokens for s in job.specs})
+    models = len(job.specs) // len(budgets)
+    return models * per_step * wsd_steps(budgets, first.train, context)
 
 
 def run_job(
-    cfg: SweepConfig,
+    plan: SweepPlan,
     job: Job,
     out_dir: Path,
     *,
@@ -163,8 +105,8 @@ def run_job(
     """Train ``job`` (resuming from its checkpoints) and write its runs' result.json files.
 
     Args:
-      cfg: the sweep's configuration.
-      job: from ``plan_jobs``.
+      plan: the sweep's plan (its shared settings).
+      job: from ``SweepPlan.jobs``: its runs carry their own training settings.
       out_dir: the sweep directory.
       corpus: the loaded corpus (loaded here when None, as in a launcher's worker).
       on_tokens: progress callback, tokens per finished step over the job's models.
@@ -173,8 +115,9 @@ def run_job(
     Returns:
       The records written, in the job's run order.
     """
+    cfg = plan.config
     corpus = corpus or load_corpus(cfg.corpus, cfg.tokenizer, progress=False)
-    specs = _specs(cfg, job)
+    specs = job.specs
     for spec in specs:
         if spec.tokens > corpus.unique_train_tokens:
             say(
@@ -186,7 +129,6 @@ def run_job(
     dirs = [run_dir(out_dir, s.name) for s in specs]
     common = {
         "context": cfg.context,
-        "train": cfg.train,
         "eval_cfg": cfg.eval,
         "job_dir": job_dir(out_dir, job),
         "run_dirs": dirs,
@@ -199,7 +141,7 @@ def run_job(
     def finish(spec: RunSpec, outcome: RunOutcome) -> None:
         if not is_lead():  # the others hold no metrics logs, and write no results
             return
-        record = make_record(spec, outcome, cfg, corpus, machine)
+        record = make_record(spec, outcome, plan, corpus, machine)
         if outcome.stopped_at is not None and record["status"] == "ok":
             record["loss_at_stop"] = record["loss"]
             record.update(_prediction(run_dir(out_dir, spec.name), cfg.early_stop, say))
@@ -212,7 +154,7 @@ def run_job(
         train_wsd(
             specs,
             corpus,
-            finished=lambda s: is_final(read_result(out_dir, s.name), cfg),
+            finished=lambda s: is_final(read_result(out_dir, s.name), plan),
             on_outcome=finish,
             **common,
         )
@@ -240,10 +182,10 @@ def _prediction(path: Path, fraction: float, say: Callable[[str], None]) -> dict
 
 
 def make_record(
-    spec: RunSpec, outcome: RunOutcome, cfg: SweepConfig, corpus: Corpus, machine: dict[str, Any]
+    spec: RunSpec, outcome: RunOutcome, plan: SweepPlan, corpus: Corpus, machine: dict[str, Any]
 ) -> dict[str, Any]:
     """The results line of one run: the numbers, then everything needed to reproduce them."""
-    shape = spec.shape
+    cfg, shape = plan.config, spec.shape
     n = counting.non_embedding_params(shape)
     d = outcome.tokens
     ok = outcome.diverged_at is None
@@ -280,14 +222,14 @@ def make_record(
         "status": "ok" if ok else "diverged",
         "diverged_at": outcome.diverged_at,
         "seed": spec.seed,
-        "lr": spec.lr,
-        "schedule": cfg.train.schedule,
-        "batch_size": cfg.train.batch_size,
+        "lr": spec.train.lr,
+        "schedule": spec.train.schedule,
+        "batch_size": spec.train.batch_size,
         "corpus": corpus.name,
         "corpus_fingerprint": corpus.fingerprint,
         "tokenizer": corpus.tokenizer,
         "entropy": corpus.entropy,
-        "config_fingerprint": cfg.fingerprint(),
+        "config_fingerprint": plan.fingerprint,
         "config": cfg.to_dict(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **machine,

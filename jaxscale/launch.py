@@ -1,6 +1,6 @@
 """Launchers: where a sweep's jobs run (this process, a SLURM job array, a Ray cluster).
 
-Each job is a pure function of (config, job, sweep directory): ``execute`` trains it in whatever
+Each job is a pure function of (plan, job, sweep directory): ``execute`` trains it in whatever
 process it lands in, resuming from its checkpoints, and writes only its runs' result.json files.
 The driver (the ``jaxscale sweep`` process) plans the jobs, hands them to a launcher, waits with a
 progress bar, and then assembles results.jsonl from the run directories, so workers never share
@@ -29,11 +29,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from jaxscale.backend import configure
-from jaxscale.config import SweepConfig, config_from_dict
 from jaxscale.data import load_corpus
 from jaxscale.errors import UserError
-from jaxscale.jobs import Job, job_tokens, read_result, run_job
+from jaxscale.jobs import job_tokens, read_result, run_job
 from jaxscale.machine import record_flops_per_s
+from jaxscale.planner import Job, SweepPlan
 
 LAUNCHERS = ("local", "submitit", "ray")
 POLL_S = 2.0  # how often a remote launcher's driver looks for finished jobs
@@ -67,7 +67,7 @@ class LaunchOptions:
 
 
 def launch(
-    cfg: SweepConfig,
+    plan: SweepPlan,
     jobs: list[Job],
     out_dir: Path,
     launcher: str,
@@ -79,8 +79,8 @@ def launch(
     """Run ``jobs`` with ``launcher``; each writes its runs' result.json under ``out_dir``.
 
     Args:
-      cfg: the sweep's configuration.
-      jobs: from ``jobs.plan_jobs``, smallest first.
+      plan: the sweep's plan.
+      jobs: from ``SweepPlan.jobs``, smallest first.
       out_dir: the sweep directory (a filesystem every worker sees, for remote launchers).
       launcher: local | submitit | ray.
       progress: a progress bar and a line per finished run.
@@ -94,16 +94,16 @@ def launch(
     options = options or LaunchOptions()
     say = tqdm.write if progress else (lambda s: None)
     if launcher == "local":
-        _run_local(cfg, jobs, out_dir, progress, say, on_result)
+        _run_local(plan, jobs, out_dir, progress, say, on_result)
         return
     if launcher not in LAUNCHERS:
         raise UserError(f"unknown launcher {launcher!r} (allowed: {', '.join(LAUNCHERS)})")
     package = _require(launcher)
     # Fetch and tokenize the corpus once here, so that the jobs find it cached rather than all
     # downloading it at once, and a missing corpus fails now with one line.
-    load_corpus(cfg.corpus, cfg.tokenizer, progress=progress)
-    config, distributed = cfg.to_dict(), options.nodes_per_run > 1
-    calls = [(config, job, str(out_dir.resolve()), options.backend, distributed) for job in jobs]
+    load_corpus(plan.config.corpus, plan.config.tokenizer, progress=progress)
+    distributed = options.nodes_per_run > 1
+    calls = [(plan, job, str(out_dir.resolve()), options.backend, distributed) for job in jobs]
     bar = tqdm(total=len(jobs), unit="job", disable=not progress, desc=f"{launcher}: jobs done")
     failures: list[str] = []
 
@@ -129,16 +129,16 @@ def launch(
 
 
 def execute(
-    config: dict[str, Any], job: Job, out_dir: str, backend: str | None, distributed: bool
+    plan: SweepPlan, job: Job, out_dir: str, backend: str | None, distributed: bool
 ) -> list[str]:
     """A worker: train ``job`` in this (fresh) process and write its runs' result.json files.
 
-    The entry point of submitit and Ray tasks, top-level so that it pickles by reference.
+    The entry point of submitit and Ray tasks, top-level so that it pickles by reference; the
+    plan and the job (its runs resolved) arrive pickled, so the worker plans nothing again.
     ``configure`` comes first: JAX's backends must not have started yet. Returns the runs written.
     """
     configure(backend, distributed=distributed)
-    cfg = config_from_dict(config)
-    records = run_job(cfg, job, Path(out_dir), say=lambda s: print(s, flush=True))
+    records = run_job(plan, job, Path(out_dir), say=lambda s: print(s, flush=True))
     return [r["run"] for r in records]
 
 
@@ -146,7 +146,7 @@ def execute(
 
 
 def _run_local(
-    cfg: SweepConfig,
+    plan: SweepPlan,
     jobs: list[Job],
     out_dir: Path,
     progress: bool,
@@ -154,9 +154,9 @@ def _run_local(
     on_result: Callable[[dict[str, Any]], None],
 ) -> None:
     """Run the jobs one after another in this process, under one progress bar over tokens."""
-    corpus = load_corpus(cfg.corpus, cfg.tokenizer, progress=progress)
+    corpus = load_corpus(plan.config.corpus, plan.config.tokenizer, progress=progress)
     bar = tqdm(
-        total=sum(job_tokens(cfg, job) for job in jobs),
+        total=sum(job_tokens(plan, job) for job in jobs),
         mininterval=1.0,
         unit="tok",
         unit_scale=True,
@@ -168,7 +168,7 @@ def _run_local(
         for i, job in enumerate(jobs, start=1):
             size = f" ({len(job.runs)} runs)" if len(job.runs) > 1 else ""
             bar.set_description(f"job {i}/{len(jobs)} {job.name}{size}")
-            for record in run_job(cfg, job, out_dir, corpus=corpus, on_tokens=bar.update,
+            for record in run_job(plan, job, out_dir, corpus=corpus, on_tokens=bar.update,
                                   say=say):  # fmt: skip
                 on_result(record)
                 say(run_line(record))

@@ -1,8 +1,9 @@
 """A sweep: every (model, tokens) run of a config, trained as jobs, one result line each.
 
-The sweep plans its unfinished runs into jobs (``jaxscale.jobs``: packs of same-shape runs, or
-WSD columns), runs them, and assembles ``results.jsonl`` from the runs' own ``result.json``
-files. Re-running the same command plans only what is unfinished, and a job killed at any
+The sweep plans once (``jaxscale.planner``: every run with its training settings, grouped into
+jobs: packs of same-shape runs, or WSD columns), runs the jobs with unfinished runs, and
+assembles ``results.jsonl`` from the runs' own ``result.json`` files. Re-running the same
+command trains only what is unfinished, and a job killed at any
 moment resumes from its checkpoints. A lock file refuses a second sweep on the same directory
 while one runs, and results from a different training setup are never mixed into the same table.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ import jax
 
 from jaxscale.config import RunSpec, SweepConfig
 from jaxscale.errors import UserError
-from jaxscale.jobs import RESULT_FILE, is_final, plan_jobs
+from jaxscale.jobs import RESULT_FILE, is_final
 from jaxscale.launch import LaunchOptions, launch
+from jaxscale.planner import SweepPlan, plan_sweep
 from jaxscale.results import read_records, results_path, write_records
 
 
@@ -70,18 +72,18 @@ def collect_records(out_dir: Path) -> list[dict[str, Any]]:
     return list(by_run.values())
 
 
-def assemble_results(cfg: SweepConfig, out_dir: Path) -> list[dict[str, Any]]:
-    """Rewrite ``results.jsonl`` from the run directories, in the config's run order (runs of
+def assemble_results(plan: SweepPlan, out_dir: Path) -> list[dict[str, Any]]:
+    """Rewrite ``results.jsonl`` from the run directories, in the plan's run order (runs of
     other configs sharing the directory after them); return its records."""
-    order = {spec.name: i for i, spec in enumerate(cfg.runs())}
+    order = {spec.name: i for i, spec in enumerate(plan.runs)}
     records = sorted(collect_records(out_dir), key=lambda r: (order.get(r["run"], len(order)),
                                                               r["run"]))  # fmt: skip
     write_records(results_path(out_dir), records)
     return records
 
 
-def pending_runs(cfg: SweepConfig, out_dir: Path) -> list[RunSpec]:
-    """The config's runs that have no final result yet in ``out_dir``.
+def pending_runs(plan: SweepPlan, out_dir: Path) -> list[RunSpec]:
+    """The plan's runs that have no final result yet in ``out_dir``.
 
     A result predicted by an early stop counts as final only while ``early_stop`` is on: without
     it, the run is trained on from its checkpoint to its end.
@@ -91,15 +93,15 @@ def pending_runs(cfg: SweepConfig, out_dir: Path) -> list[RunSpec]:
         fingerprint differs), which must not be fitted together.
     """
     records = collect_records(out_dir)
-    fingerprint = cfg.fingerprint()
+    fingerprint = plan.fingerprint
     other = {r.get("config_fingerprint") for r in records} - {fingerprint}
     if other:
         raise UserError(
             f"{out_dir} holds results of a different setup (config fingerprint {other.pop()}, "
             f"now {fingerprint}); use --out for a new sweep directory"
         )
-    done = {r["run"] for r in records if is_final(r, cfg)}
-    return [spec for spec in cfg.runs() if spec.name not in done]
+    done = {r["run"] for r in records if is_final(r, plan)}
+    return [spec for spec in plan.runs if spec.name not in done]
 
 
 def run_sweep(
@@ -109,6 +111,7 @@ def run_sweep(
     progress: bool = True,
     launcher: str = "local",
     options: LaunchOptions | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every run of ``cfg`` without a final result in ``out_dir``; return all its records.
 
@@ -118,6 +121,7 @@ def run_sweep(
       progress: show a progress bar and a line per finished run.
       launcher: where the jobs run: local (this process), submitit (a SLURM job array) or ray.
       options: resources and destination of a remote launcher's jobs.
+      on_record: called with each run's record as it finishes (an experiment tracker).
 
     Raises:
       LaunchError: some jobs failed; results.jsonl holds every run that finished.
@@ -125,14 +129,21 @@ def run_sweep(
     # A multi-host sweep runs this on every host: they train each job together, and process 0
     # alone holds the lock and writes the results.
     lead = launcher != "local" or jax.process_index() == 0
+    plan = plan_sweep(cfg)
     with sweep_lock(out_dir) if lead else nullcontext():
-        todo = {spec.name for spec in pending_runs(cfg, out_dir)}
-        jobs = plan_jobs(cfg, {spec.name for spec in cfg.runs()} - todo)
-        write = (lambda record: assemble_results(cfg, out_dir)) if lead else (lambda record: None)
+        todo = {spec.name for spec in pending_runs(plan, out_dir)}
+        jobs = plan.jobs(done={spec.name for spec in plan.runs} - todo)
+
+        def write(record: dict[str, Any]) -> None:
+            if lead:
+                assemble_results(plan, out_dir)
+                if on_record:
+                    on_record(record)
+
         try:
             if jobs:  # results.jsonl is kept current as runs finish
-                launch(cfg, jobs, out_dir, launcher, progress=progress and lead, options=options,
+                launch(plan, jobs, out_dir, launcher, progress=progress and lead, options=options,
                        on_result=write)  # fmt: skip
         finally:  # after a failed job too: the runs that finished are in the table
-            records = assemble_results(cfg, out_dir) if lead else collect_records(out_dir)
+            records = assemble_results(plan, out_dir) if lead else collect_records(out_dir)
         return records

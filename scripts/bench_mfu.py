@@ -4,7 +4,8 @@ The peak is what the step's devices actually reach on square matmuls in the step
 dtype (bfloat16 on GPUs by default), all of them at once, each on its own: not a datasheet
 number. The step is the one a sweep runs for a single run (``jaxscale.bench.model_step``).
 MFU = tokens/s x training FLOPs per token (``counting.flops_per_token_counted``: every matmul and
-the attention products) / peak.
+the attention products) / peak. ``scripts/gpu_check.py`` runs this for GPT-2 small among the
+other accelerator checks.
 
 Example (a GPU; GPT-2 small, 124M parameters with its 50,257-token vocabulary):
     .venv/bin/python scripts/bench_mfu.py --model medium --vocab 50257 --context 1024 --batch 16
@@ -15,23 +16,14 @@ On CPU (checks the script, and gives the CPU's own MFU):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-from jaxscale.backend import compute_dtype, configure
-from jaxscale.bench import model_step
+from jaxscale.backend import configure
+from jaxscale.bench import bench_mfu
 from jaxscale.cli.bench import parse_shape
-from jaxscale.config import TrainConfig
-from jaxscale.counting import flops_per_token_counted, total_params
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,59 +39,30 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def median_seconds(fn: Callable[[], None], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def matmul_peak(n: int, dtype: str, devices: int) -> float:
-    """FLOP/s of the first ``devices`` devices each multiplying its own n x n matrices at the
-    same time, median of 20 (on CPU the cores then share nothing, as in a data-parallel step)."""
-    sharding = NamedSharding(Mesh(np.asarray(jax.devices()[:devices]), ("d",)), PartitionSpec("d"))
-    a, b = (
-        jax.device_put(jax.random.normal(jax.random.key(i), (devices, n, n), dtype), sharding)
-        for i in range(2)
-    )
-    matmul = jax.jit(jnp.matmul)
-    return 2 * devices * n**3 / median_seconds(lambda: jax.block_until_ready(matmul(a, b)), 20)
-
-
 def main() -> None:
     args = parse_args()
     configure()
     shape = parse_shape(args.model)
-    cfg = TrainConfig(batch_size=args.batch, dtype=args.dtype)
-    dtype = compute_dtype(args.dtype)
-    one_step, devices, where = model_step(shape, args.vocab, args.context, cfg)
-    n = args.matmul or (8192 if jax.default_backend() == "gpu" else 2048)
-    peak = matmul_peak(n, dtype, devices)
-    tokens_per_s = args.batch * args.context / median_seconds(one_step, args.steps)
-    flops = flops_per_token_counted(shape, args.vocab, args.context)
-    out = {
-        "where": where,
-        "model": shape.label,
-        "params": total_params(shape, args.vocab, args.context),
-        "batch": args.batch,
-        "context": args.context,
-        "dtype": dtype,
-        "matmul_peak_tflops": peak / 1e12,
-        "tokens_per_s": tokens_per_s,
-        "model_tflops": tokens_per_s * flops / 1e12,
-        "devices": devices,
-        "mfu": tokens_per_s * flops / peak,
-    }
-    print(where)
-    print(f"  {dtype} matmul peak ({n}^3 on {devices})   {peak / 1e12:8.2f} TFLOP/s")
+    r = bench_mfu(
+        shape,
+        args.vocab,
+        args.context,
+        args.batch,
+        dtype=args.dtype,
+        steps=args.steps,
+        matmul_n=args.matmul,
+    )
+    print(r.where)
     print(
-        f"  {shape.label} ({out['params'] / 1e6:.0f}M), batch {args.batch} x {args.context}: "
-        f"{tokens_per_s:,.0f} tok/s = {out['model_tflops']:.2f} TFLOP/s, MFU {out['mfu']:.1%}"
+        f"  {r.dtype} matmul peak ({r.matmul_n}^3 on {r.devices})   "
+        f"{r.peak_flops_per_s / 1e12:8.2f} TFLOP/s"
+    )
+    print(
+        f"  {shape.label} ({r.params / 1e6:.0f}M), batch {args.batch} x {args.context}: "
+        f"{r.tokens_per_s:,.0f} tok/s = {r.model_flops_per_s / 1e12:.2f} TFLOP/s, MFU {r.mfu:.1%}"
     )
     if args.json:
+        out = {**dataclasses.asdict(r), "shape": shape.label, "mfu": r.mfu}
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 

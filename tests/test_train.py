@@ -7,17 +7,18 @@ import jax
 import numpy as np
 import pytest
 
-from jaxscale import train
-from jaxscale.backend import pack_mesh
+from jaxscale.backend import cpu_micro_tokens, l2_cache_bytes, micro_batch_tokens, pack_mesh
 from jaxscale.config import EvalConfig, RunSpec, TrainConfig
 from jaxscale.counting import ModelShape
 from jaxscale.data import eval_batches, load_corpus
 from jaxscale.model import init_model, token_nats
 from jaxscale.train import (
+    AdamW,
     evaluate,
     lr_schedule,
     make_optimizer,
     micro_batches,
+    step,
     train_run,
     train_step,
 )
@@ -41,7 +42,9 @@ def test_gradient_accumulation_matches_one_big_batch() -> None:
         cfg = TrainConfig(accum=accum, batch_size=8)
         graphdef, params = init_model(shape, 64, 16, seed=0)
         opt_state = make_optimizer(cfg).init(params)
-        params, _, metrics = train_step(params, opt_state, batch, 1e-2, graphdef=graphdef, cfg=cfg)
+        params, _, metrics = train_step(
+            params, opt_state, batch, 1e-2, graphdef=graphdef, opt=AdamW.of(cfg), accum=accum
+        )
         out.append((float(metrics["loss"]), float(metrics["grad_norm"])))
     # the accumulated mean gradient is the big batch's: same loss, same gradient norm
     assert out[0] == pytest.approx(out[1], rel=1e-5)
@@ -50,7 +53,7 @@ def test_gradient_accumulation_matches_one_big_batch() -> None:
 def test_cpu_steps_split_their_batch_into_cache_sized_micro_batches(monkeypatch) -> None:
     """On CPU each device works through at most 512 tokens at a time (``micro_batch_tokens``),
     in a whole number of micro-batches that is a multiple of the configured ``accum``."""
-    monkeypatch.setattr(train, "micro_batch_tokens", lambda: 512)
+    monkeypatch.setattr(step, "micro_batch_tokens", lambda: 512)
     # 16 rows a device: 2 of 256 tokens a micro-batch, 4 of 128, 1 of 1024 (it cannot go lower)
     assert micro_batches(TrainConfig(batch_size=32), 256, 2) == 8
     assert micro_batches(TrainConfig(batch_size=32), 128, 2) == 4
@@ -61,14 +64,14 @@ def test_cpu_steps_split_their_batch_into_cache_sized_micro_batches(monkeypatch)
     # an accum that does not divide a device's rows is kept as it is
     assert micro_batches(TrainConfig(batch_size=12, accum=4), 256, 2) == 4
     # accelerators take the whole batch (or the configured accum)
-    monkeypatch.setattr(train, "micro_batch_tokens", lambda: None)
+    monkeypatch.setattr(step, "micro_batch_tokens", lambda: None)
     assert micro_batches(TrainConfig(batch_size=32, accum=2), 256, 2) == 2
 
 
 def test_validation_in_micro_batches_is_the_plain_mean(monkeypatch) -> None:
     """``evaluate`` splits each validation batch into micro-batches (here 64 tokens a piece, the
     short last batch too); its loss is still the mean nats over every held-out token."""
-    monkeypatch.setattr(train, "micro_batch_tokens", lambda: 64)
+    monkeypatch.setattr(step, "micro_batch_tokens", lambda: 64)
     corpus = load_corpus("synthetic:order=1,symbols=16,tokens=100000", progress=False)
     context, cfg = 16, EvalConfig(tokens=1_000, batch_size=16)
     graphdef, params = init_model(ModelShape(1, 32, 2), corpus.n_vocab, context, seed=0)
@@ -110,3 +113,13 @@ def test_a_nan_is_caught_at_its_step() -> None:
         eval_cfg=EvalConfig(tokens=1000),
     )
     assert out.diverged_at is not None and math.isnan(out.loss)
+
+
+def test_cpu_micro_batches_follow_the_machines_l2_cache(monkeypatch) -> None:
+    """One token per KiB of a core's L2, a power of two in [256, 4096]: the AMD EPYC's 512 KiB
+    keeps its tuned 512 tokens, a 2 MiB Xeon gets 2,048; the environment overrides the rule."""
+    sizes = [None, 256 * 1024, 512 * 1024, 1024**2, 1536 * 1024, 2 * 1024**2, 64 * 1024**2]
+    assert [cpu_micro_tokens(b) for b in sizes] == [512, 256, 512, 1024, 1024, 2048, 4096]
+    assert micro_batch_tokens() == cpu_micro_tokens(l2_cache_bytes())  # tests run on CPU
+    monkeypatch.setenv("JAXSCALE_CPU_MICRO_TOKENS", "768")
+    assert micro_batch_tokens() == 768

@@ -16,6 +16,7 @@ from jaxscale.extrapolate import extrapolate_run
 from jaxscale.launch import LAUNCHERS, LaunchOptions, slurm_minutes
 from jaxscale.report import summary, write_report
 from jaxscale.sweep import default_out_dir, run_sweep
+from jaxscale.tracking import TRACKERS, open_tracker
 
 
 @click.command()
@@ -72,6 +73,13 @@ from jaxscale.sweep import default_out_dir, run_sweep
     default=None,
     help="ray: an existing cluster (auto, ray://HOST:10001); default a local one.",
 )
+@click.option(
+    "--track",
+    type=click.Choice(TRACKERS),
+    default=None,
+    help="Also log each run (config, curves, validation) and the fitted laws and figures to "
+    'TensorBoard (DIR/tensorboard) or W&B; pip install "jaxscale[track]".',
+)
 @click.pass_obj
 def sweep(
     obj: dict[str, Any] | None,
@@ -81,6 +89,7 @@ def sweep(
     no_fit: bool,
     quiet: bool,
     launcher: str,
+    track: str | None,
     **cluster: Any,
 ) -> None:
     """Train every (model, tokens) run of CONFIG not yet done, then fit and report.
@@ -91,11 +100,21 @@ def sweep(
     cfg = load_config(config, overrides)
     out_dir = out or default_out_dir(cfg)
     options = launch_options(launcher, (obj or {}).get("backend"), cluster)
-    records = run_sweep(cfg, out_dir, progress=not quiet, launcher=launcher, options=options)
+    tracker = open_tracker(track, out_dir, cfg.name) if track else None
+    records = run_sweep(
+        cfg,
+        out_dir,
+        progress=not quiet,
+        launcher=launcher,
+        options=options,
+        on_record=tracker.log_run if tracker else None,
+    )
     ok = sum(r["status"] == "ok" for r in records)
     click.echo(f"{ok} of {len(records)} runs finished in {out_dir}/results.jsonl")
     if not no_fit:
         echo_report(out_dir)
+        if tracker:
+            tracker.log_laws()
 
 
 @click.command()
