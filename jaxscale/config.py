@@ -20,9 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from jaxscale.counting import PRESETS, ModelShape, non_embedding_params
+from jaxscale.counting import (
+    PRESETS,
+    TOKENIZER_VOCAB,
+    ModelShape,
+    flops_per_token_counted,
+    non_embedding_params,
+    params_with_head,
+)
 from jaxscale.errors import UserError
 
 
@@ -56,6 +64,16 @@ class TrainConfig:
     # parameters and optimiser state stay float32 either way
     dtype: str = "auto"
     evals: int = 4  # validation points along the run, the final one included
+    # Per-run rules, applied by the planner (jaxscale.planner.run_training); 0 turns each off.
+    # min_steps: halve the batch (from batch_size) until the run has at least this many steps,
+    # so that the small-D runs of a ladder measure N and D, not the optimiser's first steps
+    min_steps: int = 0
+    # warmup of this many tokens per parameter (N with the head), instead of `warmup`'s fixed
+    # fraction: Porian et al. 2024 warm up over N tokens (1.0); capped at half the run
+    warmup_per_param: float = 0.0
+    # peak lr scaled by width: lr x (lr_ref_width / d_model)^lr_width_power (0: the same lr)
+    lr_ref_width: int = 0
+    lr_width_power: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +101,7 @@ class RunSpec:
     lr: float | None = None  # peak learning rate asked for; None: the TrainConfig's
     # the run's own training settings (its peak lr is train.lr); None: see ``resolve``
     train: TrainConfig | None = None
+    budget: float | None = None  # the compute budget (counted FLOPs) it was planned for, if any
 
     def resolve(self, default: TrainConfig | None) -> RunSpec:
         """This run with ``train`` set: its own if it has one, else ``default`` with the run's
@@ -109,6 +128,15 @@ class RunPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """One compute budget of an IsoFLOP design: training FLOPs per run (counted: attention and
+    the head included) and, optionally, the shapes to train at it."""
+
+    C: float
+    models: tuple[ModelShape, ...] = ()  # none: the sweep picks per_budget of its models
+
+
+@dataclass(frozen=True, slots=True)
 class SweepConfig:
     """A ladder: every model shape trained on every token count."""
 
@@ -125,6 +153,11 @@ class SweepConfig:
     tokens: tuple[float, ...] = ()  # training tokens per run ...
     tokens_per_param: tuple[float, ...] = ()  # ... or tokens per non-embedding parameter
     points: tuple[RunPoint, ...] = ()  # ... or explicit (model, tokens) runs instead of a grid
+    # ... or an IsoFLOP design: per budget, each shape trains C / (its FLOPs per token) tokens
+    budgets: tuple[Budget, ...] = ()
+    per_budget: int = 5  # shapes per budget picked from `models` when a budget names none ...
+    # ... around the optimum expected at this many tokens per parameter (N with the head)
+    expected_tokens_per_param: float = 20.0
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint_every: float = 300.0  # seconds between a running run's checkpoints (0: every step)
@@ -142,25 +175,54 @@ class SweepConfig:
         A run's name is ``<shape>_D<tokens>``, with ``_lr<lr>`` and ``_s<seed>`` appended when
         the config lists several learning rates or seeds.
         """
+        grid: list[tuple[ModelShape, int, float | None]]
         if self.points:
-            grid = [(p.model, int(p.tokens)) for p in self.points]
+            grid = [(p.model, int(p.tokens), None) for p in self.points]
+        elif self.budgets:
+            vocab = TOKENIZER_VOCAB[self.tokenizer]
+            grid = [
+                (shape, int(b.C / flops_per_token_counted(shape, vocab, self.context)), b.C)
+                for b in self.budgets
+                for shape in (b.models or self.shapes_for(b.C))
+            ]
         else:
             grid = []
             for shape in self.models:
                 n = non_embedding_params(shape)
                 budgets = self.tokens or tuple(r * n for r in self.tokens_per_param)
-                grid += [(shape, int(d)) for d in budgets]
+                grid += [(shape, int(d), None) for d in budgets]
         grid.sort(key=lambda point: (non_embedding_params(point[0]), point[1]))
         lrs, seeds = self.lrs or (self.train.lr,), self.seeds or (self.seed,)
         out = []
-        for shape, d in grid:
+        for shape, d, budget in grid:
             for lr in lrs:
                 for seed in seeds:
                     name = f"{shape.label}_D{_human(d)}"
                     name += f"_lr{lr:g}" if len(lrs) > 1 else ""
                     name += f"_s{seed}" if len(seeds) > 1 else ""
-                    out.append(RunSpec(name, shape, d, seed, lr))
+                    out.append(RunSpec(name, shape, d, seed, lr, budget=budget))
         return out
+
+    def shapes_for(self, C: float) -> tuple[ModelShape, ...]:
+        """The ``per_budget`` shapes of ``models`` nearest (in log N) to the optimum expected at
+        budget C, at least two on each side of it when the models allow.
+
+        The expected optimum N* trains ``expected_tokens_per_param`` tokens per parameter:
+        C = f(N*)·r·N*, with f the counted FLOPs per token, solved over the models' sizes.
+        """
+        vocab = TOKENIZER_VOCAB[self.tokenizer]
+        shapes = sorted(self.models, key=lambda s: params_with_head(s, vocab))
+        n = np.array([params_with_head(s, vocab) for s in shapes], dtype=np.float64)
+        f = np.array([flops_per_token_counted(s, vocab, self.context) for s in shapes])
+        # C / (f·N) is the tokens per parameter each shape would train: find where it crosses r
+        log_r = np.log(C / (f * n)) - math.log(self.expected_tokens_per_param)
+        log_n = np.log(n)
+        centre = float(np.interp(0.0, -log_r, log_n)) if len(n) > 1 else float(log_n[0])
+        k = min(self.per_budget, len(n))
+        # the window of k consecutive sizes whose mean log N is nearest the expected optimum
+        start = min(range(len(n) - k + 1), key=lambda j: abs(log_n[j : j + k].mean() - centre))
+        chosen = range(start, start + k)
+        return tuple(shapes[i] for i in chosen)
 
     def fingerprint(self) -> str:
         """A short hash of everything that shapes a run's result except its own (model, tokens)."""
@@ -178,7 +240,17 @@ class SweepConfig:
 
 # Keys that choose which runs a sweep holds, not how each is trained: a sweep directory may grow
 # by more of them.
-RUN_SELECTION = ("models", "tokens", "tokens_per_param", "points", "seeds", "lrs")
+RUN_SELECTION = (
+    "models",
+    "tokens",
+    "tokens_per_param",
+    "points",
+    "budgets",
+    "per_budget",
+    "expected_tokens_per_param",
+    "seeds",
+    "lrs",
+)
 # Keys that change how runs are executed (or labelled) but not their results.
 HOW_NOT_WHAT = ("name", "checkpoint_every", "pack", "early_stop", "shard_params_above")
 
@@ -223,6 +295,8 @@ def config_from_dict(raw: dict[str, Any]) -> SweepConfig:
     if isinstance(train, dict) and isinstance(train.get("lr"), list):  # a pack of lrs
         lrs = train["lr"]
         raw = {**raw, "lrs": lrs, "train": {**train, "lr": lrs[0] if lrs else None}}
+    if isinstance(raw.get("budgets"), list):  # `budgets: [1e11, ...]` is short for {C: 1e11}
+        raw = {**raw, "budgets": [b if isinstance(b, dict) else {"C": b} for b in raw["budgets"]]}
     cfg = _build(SweepConfig, raw, "")
     _validate(cfg)
     return cfg
@@ -330,15 +404,32 @@ def _validate(cfg: SweepConfig) -> None:
         raise ConfigError("'models' must list at least one model shape")
     shapes = [(f"models[{i}]", m) for i, m in enumerate(cfg.models)]
     shapes += [(f"points[{i}].model", p.model) for i, p in enumerate(cfg.points)]
+    shapes += [
+        (f"budgets[{i}].models[{j}]", m)
+        for i, b in enumerate(cfg.budgets)
+        for j, m in enumerate(b.models)
+    ]
     for where, m in shapes:
         for attr in ("n_layer", "d_model", "n_head"):
             positive(f"{where}.{attr}", getattr(m, attr))
         if m.d_model % m.n_head:
             raise ConfigError(f"'{where}.n_head' ({m.n_head}) must divide d_model ({m.d_model})")
-    if sum(map(bool, (cfg.tokens, cfg.tokens_per_param, cfg.points))) != 1:
+    if sum(map(bool, (cfg.tokens, cfg.tokens_per_param, cfg.points, cfg.budgets))) != 1:
         raise ConfigError(
-            "give exactly one of 'tokens' or 'tokens_per_param' (a list of numbers) or 'points'"
+            "give exactly one of 'tokens' or 'tokens_per_param' (a list of numbers), 'points' "
+            "or 'budgets'"
         )
+    for i, b in enumerate(cfg.budgets):
+        positive(f"budgets[{i}].C", b.C)
+    if cfg.budgets and any(not b.models for b in cfg.budgets):
+        if cfg.per_budget < 3:
+            raise ConfigError(f"'per_budget' must be at least 3 (a parabola), got {cfg.per_budget}")
+        if len(cfg.models) < cfg.per_budget:
+            raise ConfigError(
+                f"'models' lists {len(cfg.models)} shapes, fewer than per_budget "
+                f"({cfg.per_budget}) for the budgets that name none"
+            )
+        positive("expected_tokens_per_param", cfg.expected_tokens_per_param)
     for i, p in enumerate(cfg.points):
         positive(f"points[{i}].tokens", p.tokens)
     for i, t in enumerate(cfg.tokens):
@@ -348,6 +439,14 @@ def _validate(cfg: SweepConfig) -> None:
     t = cfg.train
     for key in ("batch_size", "lr", "accum", "evals"):
         positive(f"train.{key}", getattr(t, key))
+    for key in ("min_steps", "warmup_per_param", "lr_ref_width", "lr_width_power"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"'train.{key}' must be >= 0 (0: off), got {getattr(t, key)}")
+    if t.schedule == "wsd" and (t.min_steps or t.warmup_per_param):
+        raise ConfigError(
+            "'train.min_steps' and 'train.warmup_per_param' set a batch and a warmup per run, "
+            "and a WSD column shares both: use them with cosine or constant schedules"
+        )
     if t.batch_size % t.accum:
         raise ConfigError(f"'train.accum' ({t.accum}) must divide batch_size ({t.batch_size})")
     if not 0 <= t.warmup < 1:

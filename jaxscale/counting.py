@@ -38,6 +38,9 @@ class ModelShape:
         return f"L{self.n_layer}-d{self.d_model}-h{self.n_head}"
 
 
+# Vocabulary of each tokenizer, for counting before a corpus is loaded (a plan's FLOPs).
+TOKENIZER_VOCAB: dict[str, int] = {"bytes": 256, "gpt2": 50257}
+
 # The seed experiment's presets (../shared/REFERENCE.md; nanoGPT's GPT-2 small is "medium").
 PRESETS: dict[str, ModelShape] = {
     "tiny": ModelShape(4, 128, 4),
@@ -63,6 +66,13 @@ def non_embedding_params(shape: ModelShape) -> int:
 def embedding_params(shape: ModelShape, vocab: int, context: int) -> int:
     """Token and learned position embeddings (the head is tied to the token embedding)."""
     return (vocab + context) * shape.d_model
+
+
+def params_with_head(shape: ModelShape, vocab: int) -> int:
+    """Porian et al. 2024's N: non-embedding parameters plus the output head (tied here to the
+    token embedding, so vocab x d_model), the convention that keeps small-model exponents honest
+    (leaving the head out biases N_opt(C) towards Kaplan's 0.73)."""
+    return non_embedding_params(shape) + vocab * shape.d_model
 
 
 def total_params(shape: ModelShape, vocab: int, context: int) -> int:

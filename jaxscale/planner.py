@@ -19,6 +19,7 @@ from collections.abc import Hashable, Set
 from dataclasses import dataclass
 
 from jaxscale.config import RunSpec, SweepConfig, TrainConfig
+from jaxscale.counting import TOKENIZER_VOCAB, params_with_head
 from jaxscale.train import pack_key, wsd_key
 
 
@@ -79,10 +80,37 @@ class SweepPlan:
 
 
 def run_training(cfg: SweepConfig, spec: RunSpec) -> TrainConfig:
-    """The training settings of one run of ``cfg``: the sweep's ``train``, with the run's own
-    peak learning rate (one of ``train.lr``'s list)."""
-    lr = cfg.train.lr if spec.lr is None else spec.lr
-    return dataclasses.replace(cfg.train, lr=lr)
+    """The training settings of one run of ``cfg``: the sweep's ``train`` with the run's own
+    peak lr (one of ``train.lr``'s list), then the per-run rules that are on:
+
+    * ``lr_ref_width``: lr x (lr_ref_width / d_model)^lr_width_power;
+    * ``min_steps``: the batch halved from ``batch_size`` (while it stays a multiple of
+      ``accum``) until the run has at least ``min_steps`` optimiser steps;
+    * ``warmup_per_param``: a warmup of that many tokens per parameter (N with the head), as a
+      share of the run, at most half of it.
+
+    Example:
+      >>> cfg = SweepConfig(tokens=(2e5,), train=TrainConfig(batch_size=32, min_steps=100))
+      >>> run_training(cfg, cfg.runs()[0]).batch_size   # 200k tokens / 128 per row / 100 steps
+      8
+    """
+    t = cfg.train
+    lr = t.lr if spec.lr is None else spec.lr
+    if t.lr_ref_width:
+        lr *= (t.lr_ref_width / spec.shape.d_model) ** t.lr_width_power
+    batch = t.batch_size
+    while (
+        t.min_steps
+        and spec.tokens / (batch * cfg.context) < t.min_steps
+        and batch % 2 == 0
+        and (batch // 2) % t.accum == 0
+    ):
+        batch //= 2
+    warmup = t.warmup
+    if t.warmup_per_param:
+        n = params_with_head(spec.shape, TOKENIZER_VOCAB[cfg.tokenizer])
+        warmup = min(0.5, t.warmup_per_param * n / spec.tokens)
+    return dataclasses.replace(t, lr=lr, batch_size=batch, warmup=warmup)
 
 
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:

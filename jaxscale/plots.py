@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
+from jaxscale.analysis import SweepAnalysis
 from jaxscale.errors import UserError
 from jaxscale.laws import (
     FitResult,
@@ -102,52 +103,98 @@ def loss_vs_d(N: Any, D: Any, loss: Any, path: PathLike, law: Law | None = None)
     return _series(D, N, loss, path, curve, "D (training tokens)", "N", title)
 
 
-def isoflop(N: Any, loss: Any, C: Any, result: IsoFlopResult, path: PathLike) -> Path:
-    """IsoFLOP profiles: loss against N per budget, each fitted parabola and its minimum."""
-    N, loss, C = (np.asarray(v, dtype=np.float64) for v in (N, loss, C))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    colors = plt.cm.plasma(np.linspace(0, 0.85, len(result.budgets)))
-    for color, b in zip(colors, result.budgets, strict=True):
-        m = np.abs(np.log(C / b["C"])) < 0.05
-        ax.plot(N[m], loss[m], "o", color=color, ms=4, label=f"C={b['C']:.2g}")
-        x = np.linspace(np.log(N[m].min()), np.log(N[m].max()), 100)
-        ax.plot(np.exp(x), np.polyval(b["coef"], x), "-", color=color, lw=1)
-        ax.plot(b["N_opt"], b["loss_min"], "*", color=color, ms=12, mec="k")
+def isoflop(result: IsoFlopResult, path: PathLike) -> Path:
+    """IsoFLOP profiles: loss against N per budget, each parabola and its minimum with the
+    minimum's bootstrap interval; budgets without an interior minimum drawn hollow."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colors = plt.cm.plasma(np.linspace(0, 0.85, len(result.profiles)))
+    for color, b in zip(colors, result.profiles, strict=True):
+        used = "" if b.interior else " (not used)"
+        face = color if b.interior else "none"
+        ax.plot(b.N, b.loss, "o", color=color, mfc=face, ms=5, label=f"C={b.C:.2g}{used}")
+        if b.coef is not None:
+            x = np.linspace(np.log(b.N.min()), np.log(b.N.max()), 100)
+            ax.plot(np.exp(x), np.polyval(b.coef, x), "-", color=color, lw=1)
+        if b.interior:
+            ci = b.N_opt_ci
+            xerr = None if ci is None else [[b.N_opt - ci[0]], [ci[1] - b.N_opt]]
+            ax.errorbar(b.N_opt, b.loss_min, xerr=xerr, fmt="*", color=color, ms=12, mec="k",
+                        capsize=3)  # fmt: skip
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("N (parameters)")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("IsoFLOP profiles: parabolas in ln N, minima with 95% intervals", fontsize=10)
     ax.legend(fontsize=7)
+    ax.grid(True, which="major", alpha=0.3)
     return _save(fig, path)
 
 
 def frontier(
-    C: Any, N_opt: Any, a: float, G: float, path: PathLike, ci: tuple[float, float] | None = None
+    C: Any,
+    N_opt: Any,
+    a: float,
+    G: float,
+    path: PathLike,
+    ci: tuple[float, float] | None = None,
+    *,
+    law_curve: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    heldout_C: float | None = None,
 ) -> Path:
-    """Compute-optimal N_opt(C) with its fitted line G·C^a, the bootstrap band of ``a`` (pivoted
-    at the data's central C), and Kaplan's 0.73 and Chinchilla's 0.50 slopes through that point."""
+    """Compute-optimal N_opt(C): the measured minima, the fitted line G·C^a with the band of its
+    exponent's interval (pivoted at the data's central C), and Kaplan's 0.73 and Chinchilla's
+    0.50 slopes through that point. ``law_curve`` adds approach 3's N_opt(C) as (C, N_opt,
+    (lo, hi) band or None); ``heldout_C`` marks the budget held out of the law's fit."""
     C, N_opt = np.asarray(C, dtype=np.float64), np.asarray(N_opt, dtype=np.float64)
     grid = np.logspace(np.log10(C.min()) - 0.5, np.log10(C.max()) + 0.5, 100)
     c0 = float(np.exp(np.mean(np.log(C))))
     n0 = G * c0**a
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(C, N_opt, "o", color="k", label="N_opt(C) from data")
-    ax.plot(grid, G * grid**a, "-", color="C0", label=f"fit: a = {a:.3f}")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.plot(C, N_opt, "o", color="k", label="N_opt(C): IsoFLOP minima")
+    ax.plot(grid, G * grid**a, "-", color="C0", label=f"approach 2: a = {a:.3f}")
     if ci is not None:
         lo, hi = (n0 * (grid / c0) ** e for e in ci)
-        ax.fill_between(
-            grid,
-            np.minimum(lo, hi),
-            np.maximum(lo, hi),
-            color="C0",
-            alpha=0.2,
-            label=f"a in [{ci[0]:.3f}, {ci[1]:.3f}]",
-        )
+        ax.fill_between(grid, np.minimum(lo, hi), np.maximum(lo, hi), color="C0", alpha=0.2,
+                        label=f"a in [{ci[0]:.3f}, {ci[1]:.3f}]")  # fmt: skip
+    if law_curve is not None:
+        cs, ns, band = law_curve
+        ax.plot(cs, ns, "-", color="C1", label="approach 3: from L(N, D)")
+        if band is not None:
+            ax.fill_between(cs, band[0], band[1], color="C1", alpha=0.15)
     for slope, name, color in ((0.73, "Kaplan 2020", "C3"), (0.5, "Chinchilla 2022", "C2")):
-        ax.plot(grid, n0 * (grid / c0) ** slope, "--", color=color, label=f"{name}: {slope}")
+        ax.plot(grid, n0 * (grid / c0) ** slope, "--", color=color, lw=0.8,
+                label=f"{name}: {slope}")  # fmt: skip
+    if heldout_C is not None:
+        ax.axvline(heldout_C, color="grey", ls=":", label="held-out budget")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("C (FLOPs)")
+    ax.set_xlabel("C (training FLOPs, attention and head counted)")
     ax.set_ylabel("N_opt")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def heldout(result: dict[str, Any], path: PathLike) -> Path:
+    """Predicted against measured loss for the held-out runs, with the ±2% band."""
+    meas = np.array([r["measured"] for r in result["runs"]])
+    pred = np.array([r["predicted"] for r in result["runs"]])
+    lo, hi = min(meas.min(), pred.min()) * 0.98, max(meas.max(), pred.max()) * 1.02
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    x = np.linspace(lo, hi, 2)
+    ax.plot(x, x, "-", color="k", lw=0.8)
+    ax.fill_between(x, 0.98 * x, 1.02 * x, color="C2", alpha=0.15, label="±2%")
+    ax.plot(meas, pred, "o", color="C3", label="held-out runs")
+    for r in result["runs"]:
+        ax.annotate(f"N={r['N']:.2g}", (r["measured"], r["predicted"]), fontsize=6,
+                    xytext=(3, -8), textcoords="offset points")  # fmt: skip
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured loss")
+    ax.set_ylabel("predicted by L(N, D) fitted without them")
+    ax.set_title(
+        f"held out C={result['budget_C']:.2g}: max error {100 * result['max_abs_rel_err']:.2f}%",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -185,6 +232,44 @@ def test_time(T: Any, accuracy: Any, path: PathLike, law: Law | None = None, N: 
 test_time.__test__ = False  # a plotting function, not a pytest test
 
 
+def sweep_figures(a: SweepAnalysis, out_dir: PathLike) -> list[Path]:
+    """Every figure of a sweep's report: the IsoFLOP profiles, N_opt(C) from both approaches
+    with their bands and the held-out budget marked, the held-out predictions, loss against N
+    and D with the fitted L(N, D), and its residuals."""
+    d, out = a.design, Path(out_dir)
+    law = a.fits["L_ND"].law if "L_ND" in a.fits else None
+    paths = []
+    if a.isoflop is not None:
+        iso = a.isoflop
+        paths.append(isoflop(iso, out / "isoflop.png"))
+        curve = None
+        if a.optimal and "curve" in a.optimal:
+            c = a.optimal["curve"]
+            band = (np.array(c["lo"]), np.array(c["hi"])) if "lo" in c else None
+            curve = (np.array(c["C"]), np.array(c["N_opt"]), band)
+        paths.append(
+            frontier(
+                [b.C for b in iso.used],
+                [b.N_opt for b in iso.used],
+                iso.a,
+                iso.N_opt.G,
+                out / "frontier.png",
+                ci=iso.N_opt.ci,
+                law_curve=curve,
+                heldout_C=a.heldout["budget_C"] if a.heldout else None,
+            )
+        )
+    if a.heldout:
+        paths.append(heldout(a.heldout, out / "heldout.png"))
+    paths += [
+        loss_vs_n(d.N, d.D, d.loss, out / "loss_vs_n.png", law=law),
+        loss_vs_d(d.N, d.D, d.loss, out / "loss_vs_d.png", law=law),
+    ]
+    if "L_ND" in a.fits:
+        paths.append(residuals(d.C, a.fits["L_ND"], out / "residuals.png", "C (FLOPs, counted)"))
+    return paths
+
+
 def law_figures(
     records_or_cols: Iterable[dict[str, Any]] | Mapping[str, np.ndarray],
     fits: Mapping[str, FitResult],
@@ -220,12 +305,12 @@ def law_figures(
         iso = fit_isoflop(N, D, loss, C)
     except UserError:
         return paths
-    paths.append(isoflop(N, loss, C, iso, out / "isoflop.png"))
-    cs = [b["C"] for b in iso.budgets]
+    paths.append(isoflop(iso, out / "isoflop.png"))
+    cs = [b.C for b in iso.used]
     paths.append(
         frontier(
             cs,
-            [b["N_opt"] for b in iso.budgets],
+            [b.N_opt for b in iso.used],
             iso.a,
             iso.N_opt.G,
             out / "frontier.png",

@@ -1,15 +1,13 @@
-"""A sweep's results -> fitted laws (laws.json), figures (*.png) and a readable report.md.
+"""A sweep's results -> its laws, checked (laws.json), figures (*.png) and report.md.
 
-What is fitted is what the data allow:
-  * ``L_N``: E + A/N^α over the model sizes at the largest D (Kaplan's L(N), offset form);
-  * ``L_D``: E + B/D^β over the token counts at the largest N;
-  * ``L_ND``: the Chinchilla form E + A/N^α + B/D^β over every finished run.
-N is the non-embedding parameter count throughout (recorded in laws.json as the convention).
+What is fitted and checked is ``analysis.analyse``'s business; this module puts the results
+where people and tools read them. N is the law's parameter count: non-embedding parameters plus
+the (tied) output head, Porian et al. 2024's convention (``N_with_head`` in a result record;
+sweeps written before it fall back to non-embedding ``N``), recorded in laws.json.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -17,46 +15,36 @@ from typing import Any
 
 import numpy as np
 
-from jaxscale import plots
+from jaxscale import markdown, plots
+from jaxscale.analysis import SweepAnalysis, analyse
 from jaxscale.errors import UserError
-from jaxscale.laws import FitResult, compute_optimal, fit_chinchilla, fit_power, save_laws
-from jaxscale.results import as_columns, fit_points, read_records, results_path
+from jaxscale.laws import FitResult, save_laws
+from jaxscale.results import fit_points, read_records, results_path
 
-LAW_TITLES = {
-    "L_N": "L(N) = E + A/N^α at the largest D",
-    "L_D": "L(D) = E + B/D^β at the largest N",
-    "L_ND": "L(N, D) = E + A/N^α + B/D^β (Chinchilla form)",
+CONVENTIONS = {
+    "N_with_head": "non-embedding parameters plus the tied output head (Porian et al. 2024)",
+    "N": "non-embedding parameters (Kaplan et al. 2020)",
 }
 
 
-def fit_sweep(cols: dict[str, np.ndarray]) -> tuple[dict[str, FitResult], dict[str, str]]:
-    """Fit every law the sweep's points allow; returns (fits, why-not for the laws skipped)."""
-    N, D, loss = cols["N"], cols["D"], cols["loss"]
-    fits: dict[str, FitResult] = {}
-    skipped: dict[str, str] = {}
-    candidates = {
-        "L_N": lambda: fit_power(N[D.max() == D], loss[D.max() == D]),
-        "L_D": lambda: fit_power(D[N.max() == N], loss[N.max() == N]),
-        "L_ND": lambda: fit_chinchilla(N, D, loss),
-    }
-    for key, fit in candidates.items():
-        try:
-            fits[key] = fit()
-        except UserError as e:  # too few points for this form
-            skipped[key] = str(e)
-    return fits, skipped
+def n_key_of(points: list[dict[str, Any]]) -> str:
+    """The law's N: ``N_with_head`` where every point records it, else ``N``."""
+    return "N_with_head" if all("N_with_head" in p for p in points) else "N"
 
 
 def write_report(
     out_dir: Path, *, include_predicted: bool = False, against: Path | None = None
-) -> dict[str, FitResult]:
-    """Fit, plot and write ``laws.json``, ``*.png`` and ``report.md`` for a sweep directory.
+) -> SweepAnalysis:
+    """Fit, check, plot and write ``laws.json``, ``*.png`` and ``report.md`` for a sweep.
 
     Args:
       out_dir: the sweep directory.
       include_predicted: fit early-stopped runs' predicted losses too (marked in laws.json).
       against: another sweep directory (e.g. a cosine grid beside a WSD sweep) whose fitted
         laws and losses the report compares with this one's.
+
+    Returns:
+      The analysis (fits, checks and warnings).
 
     Raises:
       UserError: the directory has no finished run.
@@ -65,16 +53,22 @@ def write_report(
     points, choices = fit_points(records, include_predicted=include_predicted)
     if not points:
         raise UserError(f"{out_dir} has no finished run to report on (no results.jsonl lines)")
-    cols = as_columns(points, ["N", "D", "C", "C_counted", "loss"])
-    fits, skipped = fit_sweep(cols)
+    n_key = n_key_of(points)
     last = points[-1]
+    a = analyse(points, n_key=n_key, entropy=last.get("entropy"), seed=last.get("seed") or 0)
     provenance = {key: last.get(key) for key in PROVENANCE_KEYS}
     cost = training_cost(records)
-    comparison = _compare(points, fits, against) if against else None
+    comparison = _compare(points, a.fits, against) if against else None
     save_laws(
         out_dir / "laws.json",
-        fits,
-        convention={"N": "non-embedding parameters", "D": "training tokens", "loss": "nats/token"},
+        a.fits,
+        **a.to_dict(),
+        convention={
+            "N": CONVENTIONS[n_key],
+            "D": "training tokens",
+            "C": "training FLOPs counting attention and the head",
+            "loss": "nats/token",
+        },
         provenance=provenance,
         config=last.get("config"),
         n_runs=len(points),
@@ -84,14 +78,15 @@ def write_report(
         comparison=comparison,
         written=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    figures = plots.law_figures(cols, fits, out_dir)
-    sections = _markdown(records, fits, skipped, figures, provenance)
-    extra = _choices_md(choices) + _predicted_md(records, include_predicted) + _cost_md(cost)
-    extra += _comparison_md(comparison) if comparison else []
-    at = sections.index("## Figures")
-    sections[at:at] = extra
+    figures = plots.sweep_figures(a, out_dir)
+    sections = [f"# Sweep report: {last['config']['name']}", ""]
+    sections += markdown.checks_md(a) + markdown.laws_md(a.fits, a.skipped)
+    sections += markdown.runs_md(records) + markdown.choices_md(choices)
+    sections += markdown.predicted_md(records, include_predicted) + markdown.cost_md(cost)
+    sections += markdown.comparison_md(comparison) if comparison else []
+    sections += markdown.figures_md(figures) + markdown.provenance_md(provenance)
     (out_dir / "report.md").write_text("\n".join(sections))
-    return fits
+    return a
 
 
 PROVENANCE_KEYS = (
@@ -139,7 +134,7 @@ def _compare(
     other_points, _ = fit_points(read_records(results_path(other_dir)))
     if not other_points:
         raise UserError(f"{other_dir} has no finished run to compare with")
-    other_fits, _ = fit_sweep(as_columns(other_points, ["N", "D", "C", "C_counted", "loss"]))
+    other_fits = analyse(other_points, n_key=n_key_of(other_points), bootstrap=0).fits
     laws = {}
     for key in fits.keys() & other_fits.keys():
         a, b = fits[key], other_fits[key]
@@ -170,130 +165,28 @@ def _compare(
     }
 
 
-def summary(fits: dict[str, FitResult]) -> str:
-    """The fitted laws as a few readable lines (printed at the end of a sweep)."""
+def summary(a: SweepAnalysis) -> str:
+    """The laws and their checks as a few readable lines (printed at the end of a sweep)."""
     lines = []
-    for key, fit in fits.items():
+    for key, fit in a.fits.items():
         params = ", ".join(f"{k}={v:.4g}" for k, v in fit.params.items())
         lines.append(f"{key:<5} {params}   (R² {fit.r2:.4f}, {fit.n_points} points)")
-    return "\n".join(lines)
-
-
-def _markdown(
-    records: list[dict[str, Any]],
-    fits: dict[str, FitResult],
-    skipped: dict[str, str],
-    figures: list[Path],
-    provenance: dict[str, Any],
-) -> list[str]:
-    out = [f"# Sweep report: {records[-1]['config']['name']}", ""]
-    out += [
-        "## Runs",
-        "",
-        "| run | N | N_total | D | C = 6ND | lr | loss (nats/tok) | bits/byte | "
-        "tokens/s | wall s | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        loss = f"{r['loss']:.4f}" if r["loss"] is not None else "-"
-        bpb = f"{r['bpb']:.3f}" if r["bpb"] is not None else "-"
-        out.append(
-            f"| {r['run']} | {r['N']:,} | {r['N_total']:,} | {r['D']:,} | {r['C']:.3g} | "
-            f"{r.get('lr') or r['config']['train']['lr']:g} | {loss} | "
-            f"{bpb} | {r['tokens_per_s']:,.0f} | {r['wall_s']:.1f} | {r['status']} |"
+    if a.heldout:
+        h = a.heldout
+        lines.append(
+            f"held out: the {len(h['runs'])} runs of the largest budget (C={h['budget_C']:.3g}) "
+            f"predicted within {100 * h['max_abs_rel_err']:.2f}%"
         )
-    out += ["", "## Fitted laws", ""]
-    for key, fit in fits.items():
-        out += [f"### {key}: {LAW_TITLES[key]}", "", "```", fit.report(), "```", ""]
-    for key, why in skipped.items():
-        out += [f"- {key} ({LAW_TITLES[key]}) not fitted: {why}"]
-    if "L_ND" in fits:
-        c = max(r["C"] for r in records if r["loss"] is not None)
-        opt = compute_optimal(fits["L_ND"].law, c)
-        out += [
-            "",
-            f"Compute-optimal at this sweep's largest budget C = {c:.3g} FLOPs: "
-            f"N_opt = {opt.N_opt:.3g}, D_opt = {opt.D_opt:.3g} "
-            f"({opt.tokens_per_param:.1f} tokens/parameter), predicted loss "
-            f"{opt.loss:.4f}.",
-        ]
-    out += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
-    out += ["", "## Provenance", "", "```json", json.dumps(provenance, indent=1), "```", ""]
-    return out
-
-
-def _choices_md(choices: list[dict[str, Any]]) -> list[str]:
-    if not choices:
-        return []
-    out = [
-        "## Learning rate per point",
-        "",
-        "Each (N, D) is fitted at the learning rate with the lowest loss (mean over seeds).",
-        "",
-        "| point | chosen lr | loss by lr |",
-        "|---|---|---|",
-    ]
-    for c in choices:
-        by_lr = ", ".join(f"{lr:g}: {loss:.4f}" for lr, loss in sorted(c["loss_by_lr"].items()))
-        out.append(f"| {c['point']} | {c['lr']:g} | {by_lr} |")
-    return [*out, ""]
-
-
-def _predicted_md(records: list[dict[str, Any]], included: bool) -> list[str]:
-    predicted = [r for r in records if r.get("predicted")]
-    if not predicted:
-        return []
-    use = "are included in the fits above" if included else "are not in the fits above"
-    out = [
-        "## Early-stopped runs (predicted, not measured)",
-        "",
-        f"These losses are L(t) = L_inf + A·t^-alpha extrapolated to each run's end; they {use}.",
-        "",
-        "| run | stopped at step | of | loss at stop | predicted final loss |",
-        "|---|---|---|---|---|",
-    ]
-    for r in predicted:
-        guess = f"{r['loss']:.4f}" if r["loss"] is not None else "no fit"
-        at_stop = f"{r['loss_at_stop']:.4f}" if r.get("loss_at_stop") is not None else "-"
-        out.append(f"| {r['run']} | {r['stopped_at']} | {r['steps']} | {at_stop} | {guess} |")
-    return [*out, ""]
-
-
-def _cost_md(cost: dict[str, Any]) -> list[str]:
-    if cost["trained"] >= cost["cosine_grid"]:
-        return []
-    return [
-        "## Training cost",
-        "",
-        f"Tokens trained per model: {cost['trained']:,.0f}, against "
-        f"{cost['cosine_grid']:,.0f} for a cosine grid of the same points: "
-        f"{100 * cost['saving']:.0f}% saved.",
-        "",
-    ]
-
-
-def _comparison_md(c: dict[str, Any]) -> list[str]:
-    out = [f"## Against {c['other']}", ""]
-    if c["matched_points"]:
-        out += [
-            f"{c['matched_points']} shared points: mean loss difference "
-            f"{c['mean_loss_delta']:+.4f} nats, largest {c['max_abs_loss_delta']:.4f}.",
-            "",
-        ]
-    other = c["other_training_tokens"]["trained"]
-    out += [f"That sweep trained {other:,.0f} tokens per model.", ""]
-    for key, params in c["laws"].items():
-        out += [
-            f"### {key}",
-            "",
-            "| param | this ± se | other ± se | within 2 se |",
-            "|---|---|---|---|",
-        ]
-        for name, v in params.items():
-            out.append(
-                f"| {name} | {v['this']:.4g} ± {v['this_stderr']:.2g} | "
-                f"{v['other']:.4g} ± {v['other_stderr']:.2g} | "
-                f"{'yes' if v['agrees'] else 'no'} |"
-            )
-        out.append("")
-    return out
+    if a.optimal:
+        o = a.optimal
+        ci = o.get("tokens_per_param_ci")
+        tpp = f"{o['tokens_per_param']:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+        lines.append(f"compute-optimal at C={o['C']:.3g}: N={o['N_opt']:.3g}, {tpp} tokens/param")
+    if a.agreement:
+        lines.append(a.agreement["statement"])
+    if a.truth:
+        t = a.truth
+        lines.append(f"truth: fitted E = {t['E']:.4f} against the exact entropy "
+                     f"{t['entropy']:.4f} ({100 * t['rel_err']:+.1f}%)")  # fmt: skip
+    lines += [f"warning: {w}" for w in a.warnings] or ["no warnings"]
+    return "\n".join(lines)

@@ -10,8 +10,15 @@ from pathlib import Path
 import jax
 import pytest
 
-from jaxscale.config import EvalConfig, RunSpec, SweepConfig, TrainConfig, config_from_dict
-from jaxscale.counting import ModelShape
+from jaxscale.config import (
+    ConfigError,
+    EvalConfig,
+    RunSpec,
+    SweepConfig,
+    TrainConfig,
+    config_from_dict,
+)
+from jaxscale.counting import ModelShape, flops_per_token_counted, params_with_head
 from jaxscale.data import load_corpus
 from jaxscale.planner import SweepPlan, plan_sweep
 from jaxscale.sweep import run_sweep
@@ -77,3 +84,61 @@ def test_lr_warmup_schedule_and_tokens_share_one_compiled_step(
             train_pack([spec], corpus, context=16, eval_cfg=EvalConfig(tokens=512))
     compiling = re.compile(r"Compiling (jit\()?_pack_step\b")  # jax 0.10 | jax 0.5 wording
     assert len([r for r in caplog.records if compiling.match(r.getMessage())]) == 1
+
+
+ISO = {
+    "name": "iso",
+    "corpus": "stdlib",
+    "context": 128,
+    "models": [{"n_layer": 2, "d_model": d, "n_head": 2} for d in (16, 24, 32, 40, 48, 64, 96)],
+    "budgets": [1e11, {"C": 1e12, "models": [{"n_layer": 2, "d_model": 32, "n_head": 2}]}],
+    "per_budget": 5,
+    "expected_tokens_per_param": 20,
+}
+
+
+def test_a_budget_design_trains_each_shape_its_budgets_tokens_around_the_expected_optimum():
+    cfg = config_from_dict(ISO)
+    runs = cfg.runs()
+    low = [s for s in runs if s.budget == 1e11]
+    assert len(low) == 5 and [s.budget for s in runs].count(1e12) == 1
+    for s in runs:  # C / (counted FLOPs per token) tokens: the budget, whatever the size
+        assert flops_per_token_counted(s.shape, 256, 128) * s.tokens == pytest.approx(
+            s.budget, rel=1e-5
+        )
+    # the five straddle the size that trains 20 tokens per parameter at this budget
+    n = [params_with_head(s.shape, 256) for s in low]
+    ratio = [s.tokens / params_with_head(s.shape, 256) for s in low]
+    assert n == sorted(n) and ratio[0] > 20 > ratio[-1]
+    assert sum(r > 20 for r in ratio) >= 2 and sum(r < 20 for r in ratio) >= 2
+
+
+def test_per_run_rules_set_batch_warmup_and_lr_from_the_run():
+    cfg = config_from_dict(
+        {**ISO, "train": {"batch_size": 32, "min_steps": 500, "warmup_per_param": 1.0,
+                          "lr": 8e-3, "lr_ref_width": 32, "lr_width_power": 1.0}}
+    )  # fmt: skip
+    for s in plan_sweep(cfg).runs:
+        t = s.train
+        steps = s.tokens / (t.batch_size * 128)
+        assert steps >= 500 or t.batch_size == 1
+        assert t.batch_size == 32 or steps / 2 < 500  # halved no further than needed
+        n = params_with_head(s.shape, 256)
+        assert t.warmup == pytest.approx(min(0.5, n / s.tokens))  # N tokens of warmup
+        assert t.lr == pytest.approx(8e-3 * 32 / s.shape.d_model)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tokens": [1e6]}, "exactly one of"),
+        ({"per_budget": 2}, "'per_budget' must be at least 3"),
+        ({"per_budget": 9}, "fewer than per_budget"),
+        ({"budgets": [-1e11]}, "'budgets[0].C' must be positive"),
+        ({"train": {"schedule": "wsd", "min_steps": 100}}, "WSD column shares both"),
+        ({"train": {"min_steps": -1}}, "'train.min_steps' must be >= 0"),
+    ],
+)
+def test_budget_design_mistakes_are_one_line(change, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({**ISO, **change})

@@ -171,8 +171,7 @@ def launch_options(launcher: str, backend: str | None, cluster: dict[str, Any]) 
 def echo_report(out_dir: Path, **kwargs: Any) -> None:
     """Fit and write a sweep directory's report (``write_report``'s keyword arguments), then
     print the laws, the training cost if it beat a cosine grid, and where they went."""
-    fits = write_report(out_dir, **kwargs)
-    click.echo(summary(fits))
+    click.echo(summary(write_report(out_dir, **kwargs)))
     laws = json.loads((out_dir / "laws.json").read_text())
     cost = laws["training_tokens"]
     if cost["saving"] > 0:
