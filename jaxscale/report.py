@@ -20,6 +20,7 @@ import numpy as np
 from jaxscale import plots
 from jaxscale.errors import UserError
 from jaxscale.laws import FitResult, compute_optimal, fit_chinchilla, fit_power, save_laws
+from jaxscale.laws.constrained import repeated_data_section
 from jaxscale.results import as_columns, fit_points, read_records, results_path
 
 LAW_TITLES = {
@@ -67,6 +68,7 @@ def write_report(
         raise UserError(f"{out_dir} has no finished run to report on (no results.jsonl lines)")
     cols = as_columns(points, ["N", "D", "C", "C_counted", "loss"])
     fits, skipped = fit_sweep(cols)
+    repeated, repeated_md = repeated_data_section(points)  # (None, []) unless data repeat
     last = points[-1]
     provenance = {key: last.get(key) for key in PROVENANCE_KEYS}
     cost = training_cost(records)
@@ -82,12 +84,14 @@ def write_report(
         lr_choices=choices,
         training_tokens=cost,
         comparison=comparison,
+        data_constrained=repeated,
         written=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     figures = plots.law_figures(cols, fits, out_dir)
     sections = _markdown(records, fits, skipped, figures, provenance)
     extra = _choices_md(choices) + _predicted_md(records, include_predicted) + _cost_md(cost)
     extra += _comparison_md(comparison) if comparison else []
+    extra += repeated_md
     at = sections.index("## Figures")
     sections[at:at] = extra
     (out_dir / "report.md").write_text("\n".join(sections))
