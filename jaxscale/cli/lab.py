@@ -171,6 +171,10 @@ def echo_report(out_dir: Path, **kwargs: Any) -> None:
             f"trained {cost['trained']:,.0f} tokens per model, "
             f"{100 * cost['saving']:.0f}% fewer than a cosine grid of the same points"
         )
+    constrained = (laws.get("data_constrained") or {}).get("law")
+    if constrained:
+        params = ", ".join(f"{k}={v:.4g}" for k, v in constrained["params"].items())
+        click.echo(f"L(N, D, U), data-constrained: {params}")
     for c in laws["lr_choices"]:
         click.echo(
             f"{c['point']}: fitted at lr {c['lr']:g} (lowest loss of {len(c['loss_by_lr'])})"

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscale.errors import FitDataError, UserError
-from jaxscale.laws.fit import Spec, fit_chinchilla, fit_form, x64
+from jaxscale.laws.fit import Spec, fit_chinchilla, fit_form, start_grid, x64
 from jaxscale.laws.forms import BUILTINS, Chinchilla, Law, Scalar, _law
 from jaxscale.laws.result import FitResult
 
@@ -123,7 +123,7 @@ DATA_CONSTRAINED = Spec(
     ("a", "b", "e", "alpha", "beta", "log_R_D_star", "log_R_N_star"),
     _log_predict,
     _to_params,
-    # A coarse default grid; fit_data_constrained starts from a Chinchilla fit instead.
+    # A coarse grid (288 starts); fit_data_constrained adds starts from a Chinchilla fit.
     (
         (0.0, 5.0, 10.0),
         (0.0, 5.0, 10.0),
@@ -134,7 +134,6 @@ DATA_CONSTRAINED = Spec(
         (1.0, 3.0),
     ),
 )
-_R_STARTS = (1.0, 5.0, 15.0, 50.0)  # R_D*, R_N* starts: repeats worth 1x to 50x a unique set
 
 
 def fit_data_constrained(
@@ -152,9 +151,11 @@ def fit_data_constrained(
     """Fit L(N, D, U) (Muennighoff et al. 2023) by the replication's method: the summed Huber
     objective in log space, multi-start L-BFGS (:func:`~jaxscale.laws.fit.fit_form`).
 
-    All seven parameters are fitted together. The starts are the Chinchilla fit (Besiroglu et
+    All seven parameters are fitted together, from 304 starts: the Chinchilla fit (Besiroglu et
     al.'s 4,500-start grid) of the points that repeat their data at most once (all points when
-    fewer than 6 do), crossed with R_D*, R_N* in {1, 5, 15, 50}.
+    fewer than 6 do) crossed with R_D*, R_N* in {1, 5, 15, 50}, and the coarse grid of
+    :data:`DATA_CONSTRAINED` (that Chinchilla fit alone can start in the wrong basin: repeats
+    and excess parameters bend even the least repeated points).
 
     Args:
       N: parameters; D: training tokens; U: unique tokens (min(U, D) is used); loss: final loss.
@@ -185,7 +186,8 @@ def fit_data_constrained(
         base = fit_chinchilla(N[use], D[use], loss[use]).params
         theta = [math.log(base["A"]), math.log(base["B"]), math.log(base["E"])]
         theta += [base["alpha"], base["beta"]]
-        grid = np.array([[*theta, r_d, r_n] for r_d in _LOG_R for r_n in _LOG_R])
+        from_base = np.array([[*theta, r_d, r_n] for r_d in _LOG_R for r_n in _LOG_R])
+        grid = np.concatenate([from_base, start_grid(DATA_CONSTRAINED, None)])
     return fit_form(
         DATA_CONSTRAINED,
         [N, D, U],

@@ -123,6 +123,8 @@ def test_time_points(table: Table) -> Points:
         raise UserError(f"{table.source}: no row has a finite {acc}")
     table.check(acc, "accuracy", lambda v: (v >= 0) & (v <= 1), "within [0, 1]")
     table = table.drop(table.values(acc) == 0, f"{acc} is 0, which a log-space fit cannot use")
+    if not table.rows:
+        raise UserError(f"{table.source}: no row has an accuracy above 0")
     for role, name in (("T", t), ("N", n)):
         if name:
             table.check(name, role, lambda v: np.isfinite(v) & (v > 0), "a positive number")
