@@ -231,12 +231,12 @@ def _iso_flop_loss(law: DataConstrained, log_n: jax.Array, C: Any, U: Any) -> ja
 
 
 def constrained_optimal(
-    law: DataConstrained, C: float, U: float, *, points: int = 2001
+    law: DataConstrained, C: float, U: float, *, points: int = 4001
 ) -> ConstrainedAllocation:
     """Minimise L(N, C/(6N), U) over N: the data-constrained compute-optimal allocation.
 
     There is no closed form (Muennighoff et al. search a grid); this evaluates the law on
-    ``points`` log-spaced sizes from 1e-4 to 1e7 tokens per parameter, then twice more on the
+    ``points`` log-spaced sizes from 1e-12 to 1e12 tokens per parameter, then twice more on the
     bracket around the best, to a relative precision in N of about 1e-9.
 
     Args:
@@ -246,6 +246,9 @@ def constrained_optimal(
     Returns:
       A :class:`ConstrainedAllocation`.
 
+    Raises:
+      UserError: not a data-constrained law, or its best allocation lies outside that range.
+
     Example:
       >>> al = constrained_optimal(BUILTINS["muennighoff2023"], 6 * 8.67e9 * 178e9, 25e9)
       >>> f"{al.N_opt:.2g} {al.D_opt:.3g} {al.epochs:.1f}"  # their README: 6.8B, 227B, 9.1
@@ -254,15 +257,18 @@ def constrained_optimal(
     if not isinstance(law, DataConstrained):
         raise UserError(f"a data-constrained allocation needs a DataConstrained law, not "
                         f"{type(law).__name__}")  # fmt: skip
-    # tokens per parameter r = C/(6N²): N = sqrt(C/(6r)) for r from 1e7 down to 1e-4
-    lo, hi = (0.5 * math.log(C / (6 * r)) for r in (1e7, 1e-4))
+    # tokens per parameter r = C/(6N²): N = sqrt(C/(6r)) for r from 1e12 down to 1e-12
+    lo, hi = (0.5 * math.log(C / (6 * r)) for r in (1e12, 1e-12))
     with x64():
-        for _ in range(3):
+        for zoom in range(3):
             log_n = np.linspace(lo, hi, points)
             losses = np.asarray(_iso_flop_loss(law, jnp.asarray(log_n), C, U))
-            if not np.isfinite(losses).any():
-                raise UserError(f"the law predicts no finite loss at C = {C:.3g} FLOPs")
-            best = int(np.nanargmin(losses))
+            best = int(np.argmin(np.where(np.isnan(losses), np.inf, losses)))
+            if not np.isfinite(losses[best]) or (zoom == 0 and best in (0, points - 1)):
+                raise UserError(
+                    f"the law's best allocation of C = {C:.3g} FLOPs lies beyond 1e-12 to 1e12 "
+                    "tokens per parameter (or it predicts no finite loss there)"
+                )
             lo, hi = log_n[max(best - 1, 0)], log_n[min(best + 1, points - 1)]
     n = math.exp(log_n[best])
     d = C / (6 * n)
