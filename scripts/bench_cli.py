@@ -1,14 +1,15 @@
 """Time the command line as a user meets it: whole processes, several runs each.
 
-Three commands, interleaved run by run so that a change in the machine's load hits them alike:
+Interleaved run by run, so that a change in the machine's load hits them alike:
 
 * ``python -c "import jax"``: the reference, what any command that computes must pay;
-* ``jaxscale --help``;
-* ``jaxscale fit`` of the Chinchilla replication's 240 points (Besiroglu et al. 2024: the 5
-  highest-loss points dropped, D = C/(6N)), with a fresh jaxscale cache, so the first fit
-  compiles and fills JAX's persistent compilation cache and the later ones may reuse it.
+* for each jaxscale given (e.g. this checkout and an older one, to time a change):
+  ``jaxscale --help``, and ``jaxscale fit`` of the Chinchilla replication's 240 points (Besiroglu
+  et al. 2024: the 5 highest-loss points dropped, D = C/(6N)) with a cache directory of its own
+  that starts empty, so its first fit compiles and fills JAX's persistent compilation cache and
+  the later ones may reuse it.
 
-    .venv/bin/python scripts/bench_cli.py [--runs 5] [--csv PATH] [--jaxscale PATH]
+    .venv/bin/python scripts/bench_cli.py [--runs 5] [--csv PATH] [--jaxscale [NAME=]COMMAND]...
 
 Prints each run's wall time, the medians, and the load (``os.getloadavg``) before and after.
 """
@@ -56,33 +57,42 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument(
         "--jaxscale",
-        default=str(Path(sys.executable).with_name("jaxscale")),
-        help="the command to time, split like a shell would (e.g. another checkout's: "
-        "\"env PYTHONPATH=/tmp/base python -c 'from jaxscale.cli import main; main()'\")",
+        action="append",
+        metavar="[NAME=]COMMAND",
+        help="a jaxscale to time, split like a shell would; repeat it to time several side by "
+        "side, e.g. before=\"env PYTHONPATH=/tmp/base python -c 'from jaxscale.cli import "
+        "main; main()'\" (default: this venv's jaxscale)",
     )
     args = parser.parse_args()
-    jaxscale = shlex.split(args.jaxscale)
+    versions = {}
+    for i, given in enumerate(args.jaxscale or [str(Path(sys.executable).with_name("jaxscale"))]):
+        name, _, command = given.partition("=") if "=" in given.split()[0] else ("", "", given)
+        versions[name or f"jaxscale{i if i else ''}"] = shlex.split(command)
     with tempfile.TemporaryDirectory() as tmp:
         table = write_points(args.csv, Path(tmp) / "points.csv")
-        env = {**os.environ, "JAXSCALE_CACHE": str(Path(tmp) / "cache"), "JAX_PLATFORMS": "cpu"}
-        commands = {
-            "python -c 'import jax'": [sys.executable, "-c", "import jax"],
-            "jaxscale --help": [*jaxscale, "--help"],
-            "jaxscale fit (240 points)": [*jaxscale, "fit", str(table)],
-        }
+        commands = {"python -c 'import jax'": ([sys.executable, "-c", "import jax"], None)}
+        for name, argv in versions.items():
+            cache = str(Path(tmp) / f"cache-{name}")  # each starts empty: its first fit compiles
+            commands[f"{name} --help"] = ([*argv, "--help"], cache)
+            commands[f"{name} fit (240 points)"] = ([*argv, "fit", str(table)], cache)
         load_before = os.getloadavg()
         times: dict[str, list[float]] = {name: [] for name in commands}
         for run in range(args.runs):
-            for name, argv in commands.items():
+            for name, (argv, cache) in commands.items():
+                env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+                env |= {"JAXSCALE_CACHE": cache} if cache else {}
                 times[name].append(timed(argv, env))
-                print(f"run {run + 1}: {name:<27} {times[name][-1]:6.2f} s", flush=True)
+                print(f"run {run + 1}: {name:<34} {times[name][-1]:6.2f} s", flush=True)
         load_after = os.getloadavg()
     print(f"\nload average (1, 5, 15 min) before {load_before}, after {load_after}")
+    reference = statistics.median(
+        times["python -c 'import jax'"][1:] or times["python -c 'import jax'"]
+    )
     for name, t in times.items():
-        warm = t[1:] if len(t) > 1 else t
+        warm = statistics.median(t[1:] if len(t) > 1 else t)
         print(
-            f"{name:<27} first {t[0]:6.2f} s   median of the rest {statistics.median(warm):6.2f} s"
-            f"   ({', '.join(f'{x:.2f}' for x in t)})"
+            f"{name:<34} first {t[0]:6.2f} s, median of the rest {warm:6.2f} s "
+            f"({warm / reference:.2f}x import jax)   [{', '.join(f'{x:.2f}' for x in t)}]"
         )
 
 

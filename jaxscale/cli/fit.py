@@ -124,7 +124,7 @@ def _parametric(
     plot_dir: Path | None,
 ) -> None:
     """Approach 3 with a form of N and D (and U): Chinchilla, Kaplan or data-constrained."""
-    from jaxscale import laws, plots
+    from jaxscale import laws
 
     points.require_spread(SPREAD[form], form)
     cols = points.columns
@@ -151,9 +151,13 @@ def _parametric(
         payload["optimal"] = {"a": al.a, "b": al.b, "G": al.G}
         click.echo(f"compute-optimal: N_opt = {al.G:.4g}·(C/6)^{al.a:.3f}, D_opt ∝ C^{al.b:.3f}")
     write_json(json_path, payload)
-    if plot_dir and form == "data-constrained":  # its curves need U: the residuals alone
+    if not plot_dir:
+        return
+    from jaxscale import plots  # matplotlib: only to draw
+
+    if form == "data-constrained":  # its curves need U: the residuals alone
         echo_figures([plots.residuals(C, res, plot_dir / "residuals.png")])
-    elif plot_dir:
+    else:
         echo_figures(plots.law_figures(cols, {"L_ND": res}, plot_dir))
 
 
@@ -161,7 +165,7 @@ def _envelope(
     points: Points, bootstrap: int, json_path: Path | None, plot_dir: Path | None
 ) -> None:
     """Approach 1 over the sweep's training curves, or over the table's rows."""
-    from jaxscale import laws, plots
+    from jaxscale import laws
 
     cols = points.columns
     if points.table.sweep:
@@ -172,6 +176,8 @@ def _envelope(
     click.echo("Approach 1 (lower envelope of loss against FLOPs)\n" + result.report())
     write_json(json_path, result.to_dict())
     if plot_dir:
+        from jaxscale import plots
+
         env = result.points
         echo_figures([plots.frontier(env["C"], env["N"], result.a, result.N_opt.G,
                                      plot_dir / "frontier.png", ci=result.N_opt.ci)])  # fmt: skip
@@ -181,12 +187,14 @@ def _isoflop(
     cols: dict[str, np.ndarray], bootstrap: int, json_path: Path | None, plot_dir: Path | None
 ) -> None:
     """Approach 2: a parabola per compute budget, then N_opt ∝ C^a."""
-    from jaxscale import laws, plots
+    from jaxscale import laws
 
     result = laws.fit_isoflop(cols["N"], cols["D"], cols["loss"], cols["C"], bootstrap=bootstrap)
     click.echo("Approach 2 (IsoFLOP profiles)\n" + result.report())
     write_json(json_path, result.to_dict())
     if plot_dir:
+        from jaxscale import plots
+
         echo_figures(plots.law_figures(cols, {}, plot_dir))
 
 
@@ -194,7 +202,7 @@ def _power(
     points: Points, bootstrap: int, holdout: int, json_path: Path | None, plot_dir: Path | None
 ) -> None:
     """L(N) = E + A/N^α at the largest D, or L(D) when only D varies."""
-    from jaxscale import laws, plots
+    from jaxscale import laws
 
     N, D, loss = (points.columns[k] for k in ("N", "D", "loss"))
     x_name, x, keep = "N", N, np.isclose(D, D.max())
@@ -209,6 +217,8 @@ def _power(
     click.echo(f"L({x_name}) = E + A/{x_name}^alpha over {int(keep.sum())} points\n" + res.report())
     write_json(json_path, {"approach": 3, "law": "power", "note": points.note, **res.to_dict()})
     if plot_dir:
+        from jaxscale import plots
+
         echo_figures([plots.residuals(x[keep], res, plot_dir / "residuals.png", x_name)])
 
 
@@ -228,7 +238,7 @@ def ttc(
     data: Path, form: str, bootstrap: int, json_path: Path | None, plot_dir: Path | None
 ) -> None:
     """Fit a test-time-compute law to a table of T, accuracy and optionally N."""
-    from jaxscale import laws, plots
+    from jaxscale import laws
     from jaxscale.laws.points import test_time_points
     from jaxscale.tables import read_table
 
@@ -241,6 +251,8 @@ def ttc(
         out = {"form": "coverage", **res.params, "r2": res.r2, "fit": res.to_dict()}
         write_json(json_path, out)
         if plot_dir:
+            from jaxscale import plots
+
             law = res.law
             echo_figures([plots.test_time(T, acc, plot_dir / "coverage.png", lambda n, t: law(t))])
         return
@@ -270,5 +282,7 @@ def ttc(
             )
     write_json(json_path, out)
     if plot_dir:
+        from jaxscale import plots
+
         # without N the law was fitted as α·T^β, which is the law at N = 1 (test_time's default)
         echo_figures([plots.test_time(T, acc, plot_dir / "test_time.png", res.law, N)])
