@@ -74,11 +74,9 @@ class Table:
     def find(self, role: str, name: str | None = None) -> str | None:
         """The column for ``role`` (a key of :data:`ROLES`): ``name`` if given (it must exist),
         else the first of the role's usual names present, else None."""
-        names = self.names
         if name is not None:
-            if name not in names:
-                raise UserError(f"{self.source} has no column {name!r}; columns: {_list(names)}")
-            return name
+            return self.named(name)
+        names = self.names
         by_norm = {norm(n): n for n in reversed(names)}
         for candidate in ROLES[role]:
             if len(candidate) == 1:
@@ -87,6 +85,12 @@ class Table:
             elif norm(candidate) in by_norm:
                 return by_norm[norm(candidate)]
         return None
+
+    def named(self, name: str) -> str:
+        """``name``, refused in one line unless the table has such a column."""
+        if name not in self.names:
+            raise UserError(f"{self.source} has no column {name!r}; columns: {_list(self.names)}")
+        return name
 
     def require(self, role: str, name: str | None = None, flag: str = "") -> str:
         """Like :meth:`find`, but a role with no column is a one-line error."""
@@ -99,8 +103,9 @@ class Table:
             )
         return found
 
-    def values(self, name: str) -> np.ndarray:
-        """Column ``name`` as float64, NaN where a cell is empty; other text is an error."""
+    def values(self, name: str, *, strict: bool = True) -> np.ndarray:
+        """Column ``name`` as float64, NaN where a cell is empty; other text is an error (NaN
+        too when not ``strict``)."""
         out = np.full(len(self.rows), np.nan)
         for i, row in enumerate(self.rows):
             v = row.get(name)
@@ -113,6 +118,8 @@ class Table:
                     raise TypeError
                 out[i] = float(v)
             except (TypeError, ValueError):
+                if not strict:
+                    continue
                 raise UserError(
                     f"{self.source}, {self.labels[i]}: {name} = {v!r:.40} is not a number"
                 ) from None
@@ -184,8 +191,6 @@ def read_table(path: str | Path, where: Sequence[str] = ()) -> Table:
         data = p.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read {p}: {e.strerror or e}") from None
-    if not data.strip():
-        raise UserError(f"{p} is empty: a header line and one row per point expected")
     try:
         if b"\0" in data[:8192]:
             raise UnicodeDecodeError("utf-8", data[:1], 0, 1, "NUL byte")
@@ -194,6 +199,8 @@ def read_table(path: str | Path, where: Sequence[str] = ()) -> Table:
         raise UserError(
             f"{p} is not a text table (binary data): give a CSV or JSON lines"
         ) from None
+    if not text.strip():
+        raise UserError(f"{p} is empty: a header line and one row per point expected")
     is_json = p.suffix.lower() in (".json", ".jsonl", ".ndjson") or text.lstrip()[0] in "[{"
     table = _parse_json(p, text) if is_json else _parse_csv(p, text)
     return _select(table, where)
@@ -202,6 +209,8 @@ def read_table(path: str | Path, where: Sequence[str] = ()) -> Table:
 def _parse_csv(p: Path, text: str) -> Table:
     lines = [(i, line) for i, line in enumerate(text.splitlines(), 1)
              if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
+    if not lines:
+        raise UserError(f"{p} holds only comments: a header line and one row per point expected")
     (head_at, head), body = lines[0], lines[1:]
     header = [h.strip() for h in next(csv.reader([head]))]
     if len(header) == 1 and (sep := next((s for s in ";\t|" if s in header[0]), None)):
@@ -263,8 +272,8 @@ def _read_sweep(p: Path, where: Sequence[str]) -> Table:
     if not points:
         raise UserError(f"{p} has no finished run (of {len(runs.rows)}, none has status ok)")
     for r in points:  # records written before unique_tokens: from their epochs
-        if unique_tokens(r) is not None:
-            r["unique_tokens"] = unique_tokens(r)
+        if (u := unique_tokens(r)) is not None:
+            r["unique_tokens"] = u
     return Table(str(p), points, [_run_label(r, i) for i, r in enumerate(points, 1)], sweep=True)
 
 
@@ -286,13 +295,13 @@ def _select(table: Table, where: Sequence[str]) -> Table:
         if not m or not m[3]:
             raise UserError(f'--where {clause!r}: expected COLUMN OP VALUE, e.g. "lr==3e-3"')
         name, op, literal = m[1], _OPS[m[2]], m[3].strip("'\"")
-        table.find("N", name)  # the column must exist
+        table.named(name)
         try:
             number = float(literal)
         except ValueError:
             number = None
         if number is not None:
-            col = np.array([_number(r.get(name)) for r in table.rows])
+            col = table.values(name, strict=False)
             if m[2] in ("==", "=", "!="):
                 same = np.isclose(col, number, rtol=1e-9, atol=0)
                 keep = same if m[2] != "!=" else ~same & ~np.isnan(col)
@@ -313,10 +322,3 @@ def _select(table: Table, where: Sequence[str]) -> Table:
             )
         table = table.subset(keep)
     return table
-
-
-def _number(v: Any) -> float:
-    try:
-        return float(v) if not isinstance(v, bool) else np.nan
-    except (TypeError, ValueError):
-        return np.nan

@@ -227,13 +227,20 @@ def test_bad_input_exits_2_with_one_line(argv, ladder_csv, tmp_path, capsys):
 CLI = [sys.executable, "-c", "from jaxscale.cli import main; main()"]
 
 
-def test_help_imports_neither_jax_nor_numpy():
+@pytest.mark.parametrize(
+    ("argv", "shown", "unused"),
+    [
+        (["--help"], ["fit ", "predict "], ("jax", "numpy", "matplotlib", "jaxscale.laws")),
+        (["fit", "--help"], ["--best-per-point"], ("jax", "matplotlib", "jaxscale.laws")),
+    ],
+)
+def test_help_imports_no_jax(argv, shown, unused):
     code = (
-        "import sys; from jaxscale.cli import main; main(['--help']); "
-        "print([m for m in ('jax', 'numpy', 'matplotlib', 'jaxscale.laws') if m in sys.modules])"
+        f"import sys; from jaxscale.cli import main; main({argv!r}); "
+        f"print([m for m in {unused!r} if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "fit " in done.stdout and "predict " in done.stdout
+    assert all(s in done.stdout for s in shown)
     assert done.stdout.strip().endswith("[]"), done.stdout
 
 

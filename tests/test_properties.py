@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -35,9 +36,13 @@ from jaxscale.laws import (
     save_laws,
 )
 from jaxscale.laws.forms import FORMS
+from jaxscale.laws.points import scaling_points
+from jaxscale.tables import read_table
 
-FEW = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-MANY = settings(max_examples=40, deadline=None)
+# JAXSCALE_EXAMPLES=10 runs ten times the examples, for a deeper search than CI's.
+SCALE = int(os.environ.get("JAXSCALE_EXAMPLES", "1"))
+FEW = settings(max_examples=12 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MANY = settings(max_examples=40 * SCALE, deadline=None)
 SMALL_GRID = {"a": (0.0, 5.0, 10.0), "b": (0.0, 5.0, 10.0), "e": (0.0, 1.0)}
 ROWS = 12
 
@@ -223,3 +228,20 @@ def test_repeats_never_help_and_more_unique_data_never_hurts(law, N, D, U, more)
 def test_the_published_laws_are_all_loadable_by_name() -> None:
     for name, law in BUILTINS.items():
         assert load_law(name) is law
+
+
+@MANY
+@given(
+    st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
+    st.sampled_from([".csv", ".jsonl", ".json", ".txt"]),
+)
+def test_any_file_is_read_or_refused_in_one_line(content: bytes, suffix: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"table{suffix}"
+        path.write_bytes(content)
+        try:
+            points = scaling_points(read_table(path), {})
+        except UserError as e:
+            assert "\n" not in str(e)
+        else:
+            assert all(np.all(np.isfinite(v) & (v > 0)) for v in points.columns.values())

@@ -1,10 +1,11 @@
 """The ``jaxscale`` command: thin click wrappers over the library.
 
 Commands live by family: ``lab`` (sweep, report, extrapolate), ``bench``, ``fit`` (fit, ttc:
-laws from tables) and ``plan`` (isoflop, plan, predict: decisions from laws). Each family's module
-is imported only when one of its commands runs, and JAX only once a command runs, so that
-``jaxscale --help`` answers at once. A user's mistake (``jaxscale.errors.UserError`` or a click
-usage error) is printed as one line on stderr with exit status 2, never a traceback.
+laws from tables) and ``plan`` (isoflop, plan, predict: decisions from laws). A family's module
+is imported only when one of its commands runs or shows its help, and JAX only once a command
+runs, so that ``jaxscale --help`` and ``jaxscale fit --help`` answer at once. A user's mistake
+(``jaxscale.errors.UserError`` or a click usage error) is printed as one line on stderr with exit
+status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ class LazyGroup(click.Group):
             return None
         return getattr(importlib.import_module(COMMANDS[name][0]), name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        # `jaxscale fit --help` only prints: the group need not set up JAX for it
+        ctx.meta["jaxscale.help_only"] = any(a in ctx.help_option_names for a in rest)
+        return name, command, rest
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, line) for name, (_, line) in COMMANDS.items()])
@@ -72,13 +81,15 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, backend: str | None, distributed: bool | None) -> None:
     """Train small-GPT ladders and fit scaling laws on one machine."""
+    ctx.obj = {"backend": backend}  # what a sweep's remote jobs are asked to use
+    if ctx.meta.get("jaxscale.help_only"):
+        return
     from jaxscale.backend import configure  # imports JAX: only once a command runs
     from jaxscale.machine import use_compilation_cache
 
     configure(backend, distributed=distributed)  # before any JAX computation; checks --backend
     if ctx.invoked_subcommand in LAW_COMMANDS:
         use_compilation_cache()
-    ctx.obj = {"backend": backend}  # what a sweep's remote jobs are asked to use
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: object) -> str:

@@ -21,10 +21,9 @@ if TYPE_CHECKING:
     from jaxscale.laws.points import Points
 
 FORMS = ("chinchilla", "kaplan", "power", "data-constrained")
-# The fewest distinct values per variable each form can separate (a form's own parameter count
-# is checked by the fitter).
-SPREAD = {"chinchilla": {"N": 2, "D": 2}, "kaplan": {"N": 2, "D": 2},
-          "data-constrained": {"N": 2, "D": 2}}  # fmt: skip
+# The fewest distinct sizes and token counts a form of N and D can separate its terms with (its
+# parameter count is the fitter's check).
+SPREAD = {"N": 2, "D": 2}
 BOOTSTRAP_OPTION = click.option(
     "--bootstrap",
     type=click.IntRange(0, 10_000),
@@ -126,7 +125,7 @@ def _parametric(
     """Approach 3 with a form of N and D (and U): Chinchilla, Kaplan or data-constrained."""
     from jaxscale import laws
 
-    points.require_spread(SPREAD[form], form)
+    points.require_spread(SPREAD, form)
     cols = points.columns
     N, D, C, loss = cols["N"], cols["D"], cols["C"], cols["loss"]
     if form == "data-constrained":
