@@ -189,6 +189,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("predict-U-with-chinchilla", ["predict", "--N", "1e9", "--D", "1e10", "--U", "1e9"], "--U needs a data-constrained law"),
     ("predict-models-and-N", ["predict", "--models", "--N", "1e9", "--D", "1e10"], "not both"),
     ("predict-unknown-law", ["predict", "--law", "gpt5"], "unknown law 'gpt5'"),
+    ("predict-below-one-parameter", ["predict", "--N", "1e-300", "--D", "1e9"], "--N 1e-300 is less than one parameter"),
+    ("plan-below-one-unique-token", ["plan", "--C", "1e21", "--unique-tokens", "0.5"], "less than one token"),
     # ttc
     ("ttc-accuracy-above-one", ["ttc", "{w}/acc_high.csv"], "accuracy ('accuracy') must be within [0, 1]; not so at line 4 (1.3)"),
     ("ttc-negative-accuracy", ["ttc", "{w}/acc_negative.csv"], "must be within [0, 1]"),

@@ -53,8 +53,8 @@ def _optimal(law: Any, C: float, law_name: str) -> Any:
 def _duration(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
 
 
 @click.command()
@@ -186,6 +186,8 @@ def plan(
 
     if C is None and (gpu is None or hours is None):
         raise UserError("give --C, or --gpu with --hours (and --gpus, --mfu)")
+    if unique_tokens is not None and unique_tokens < 1:
+        raise UserError(f"--unique-tokens {unique_tokens:g} is less than one token")
     if C is not None and hours is not None:
         raise UserError("give the budget once: --C or --hours (with --gpu), not both")
     for name, needs in (("price", "--gpu"), ("mfu", "--gpu"), ("gpus", "--gpu")):
@@ -293,6 +295,9 @@ def predict(
         raise UserError("give --N and --D, or --models, not both")
     if U is not None and N is None:
         raise UserError("--U applies with --N and --D")
+    for flag, value in (("--N", N), ("--D", D), ("--U", U)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value:g} is less than one parameter or token")
     law = _law_of(law_name)
     if N is not None:
         if U is not None and "U" not in law.variables:

@@ -258,7 +258,7 @@ def constrained_optimal(
         raise UserError(f"a data-constrained allocation needs a DataConstrained law, not "
                         f"{type(law).__name__}")  # fmt: skip
     # tokens per parameter r = C/(6N²): N = sqrt(C/(6r)) for r from 1e12 down to 1e-12
-    lo, hi = (0.5 * math.log(C / (6 * r)) for r in (1e12, 1e-12))
+    lo, hi = (0.5 * (math.log(C / 6) - math.log(r)) for r in (1e12, 1e-12))
     with x64():
         for zoom in range(3):
             log_n = np.linspace(lo, hi, points)
