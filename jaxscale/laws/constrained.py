@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxscale.errors import FitDataError, UserError
 from jaxscale.laws.fit import Spec, fit_chinchilla, fit_form, start_grid, x64
-from jaxscale.laws.forms import BUILTINS, Chinchilla, Law, Scalar, _law
+from jaxscale.laws.forms import BUILTINS, Chinchilla, Law, Scalar, _law, law_entry
 from jaxscale.laws.result import FitResult
 
 
@@ -338,8 +338,7 @@ def repeated_data_section(points: list[dict[str, Any]]) -> tuple[dict[str, Any] 
     except UserError as e:
         entry["not_fitted"] = str(e)
         return entry, [*md, f"- not fitted: {e}", ""]
-    stats = fit.to_dict()
-    entry["law"] = {"form": stats.pop("form"), "params": stats.pop("params"), "fit": stats}
+    entry["law"] = law_entry(fit)
     r_d = fit.params["R_D_star"]
     return entry, [
         *md,

@@ -228,6 +228,15 @@ def law_from_dict(data: dict[str, Any]) -> Law:
     return form(**{k: float(params[k]) for k in names})
 
 
+def law_entry(value: Any) -> dict[str, Any]:
+    """A law's entry in a laws file: ``{form, params}``, and for a ``FitResult`` its statistics
+    under ``"fit"``; :func:`law_from_dict` reads it back."""
+    if isinstance(value, Law):
+        return value.to_dict()
+    stats = value.to_dict()
+    return {"form": stats.pop("form"), "params": stats.pop("params"), "fit": stats}
+
+
 def save_laws(path: str | os.PathLike[str], laws: dict[str, Any], **extra: Any) -> Path:
     """Write several laws to one file: ``{"laws": {key: {form, params, "fit": {...}}}, **extra}``.
 
@@ -239,13 +248,7 @@ def save_laws(path: str | os.PathLike[str], laws: dict[str, Any], **extra: Any) 
     Example:
       >>> save_laws("reports/quick/laws.json", {"L_ND": fit_chinchilla(N, D, L)})  # doctest: +SKIP
     """
-    entries: dict[str, Any] = {}
-    for key, value in laws.items():
-        if isinstance(value, Law):
-            entries[key] = value.to_dict()
-        else:  # a FitResult
-            stats = value.to_dict()
-            entries[key] = {"form": stats.pop("form"), "params": stats.pop("params"), "fit": stats}
+    entries = {key: law_entry(value) for key, value in laws.items()}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps({"laws": entries, **extra}, indent=2) + "\n")
