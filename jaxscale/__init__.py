@@ -7,90 +7,82 @@ results -> laws -> report. Fitted laws are JAX pytrees:
     >>> law = jaxscale.load_law("chinchilla")
     >>> round(float(law(70e9, 1.4e12)), 3)
     1.937
+
+The public names below are imported on first use (PEP 562), so that ``import jaxscale`` and the
+command line's help do not pay for JAX, Flax and matplotlib before a command needs them.
 """
 
-from jaxscale.config import ConfigError, EvalConfig, RunSpec, SweepConfig, TrainConfig, load_config
-from jaxscale.counting import (
-    PRESETS,
-    ModelShape,
-    flops_per_token_6n,
-    flops_per_token_counted,
-    non_embedding_params,
-    param_counts,
-    total_params,
-)
-from jaxscale.data import Corpus, DataError, get_tokenizer, load_corpus
-from jaxscale.errors import UserError
-from jaxscale.laws import (
-    Chinchilla,
-    Coverage,
-    FitResult,
-    Kaplan,
-    KaplanC,
-    KaplanD,
-    KaplanN,
-    OffsetPower,
-    TestTime,
-    compute_optimal,
-    fit_chinchilla,
-    fit_coverage,
-    fit_envelope,
-    fit_isoflop,
-    fit_kaplan,
-    fit_power,
-    fit_test_time,
-    load_law,
-    save_laws,
-)
-from jaxscale.model import init_model, loss_fn
-from jaxscale.report import write_report
-from jaxscale.results import load_results, read_records
-from jaxscale.sweep import run_sweep
-from jaxscale.train import train_run
+from __future__ import annotations
 
-__all__ = [
-    "PRESETS",
-    "Chinchilla",
-    "ConfigError",
-    "Corpus",
-    "Coverage",
-    "DataError",
-    "EvalConfig",
-    "FitResult",
-    "Kaplan",
-    "KaplanC",
-    "KaplanD",
-    "KaplanN",
-    "ModelShape",
-    "OffsetPower",
-    "RunSpec",
-    "SweepConfig",
-    "TestTime",
-    "TrainConfig",
-    "UserError",
-    "compute_optimal",
-    "fit_chinchilla",
-    "fit_coverage",
-    "fit_envelope",
-    "fit_isoflop",
-    "fit_kaplan",
-    "fit_power",
-    "fit_test_time",
-    "flops_per_token_6n",
-    "flops_per_token_counted",
-    "get_tokenizer",
-    "init_model",
-    "load_config",
-    "load_corpus",
-    "load_law",
-    "load_results",
-    "loss_fn",
-    "non_embedding_params",
-    "param_counts",
-    "read_records",
-    "run_sweep",
-    "save_laws",
-    "total_params",
-    "train_run",
-    "write_report",
-]
+import importlib
+from typing import Any
+
+# module -> the public names it provides, re-exported here.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "jaxscale.config": (
+        "ConfigError",
+        "EvalConfig",
+        "RunSpec",
+        "SweepConfig",
+        "TrainConfig",
+        "load_config",
+    ),
+    "jaxscale.counting": (
+        "PRESETS",
+        "ModelShape",
+        "flops_per_token_6n",
+        "flops_per_token_counted",
+        "non_embedding_params",
+        "param_counts",
+        "total_params",
+    ),
+    "jaxscale.data": ("Corpus", "DataError", "get_tokenizer", "load_corpus"),
+    "jaxscale.errors": ("UserError",),
+    "jaxscale.laws": (
+        "Chinchilla",
+        "ConstrainedAllocation",
+        "Coverage",
+        "DataConstrained",
+        "FitResult",
+        "Kaplan",
+        "KaplanC",
+        "KaplanD",
+        "KaplanN",
+        "OffsetPower",
+        "TestTime",
+        "compute_optimal",
+        "constrained_optimal",
+        "fit_chinchilla",
+        "fit_coverage",
+        "fit_data_constrained",
+        "fit_envelope",
+        "fit_isoflop",
+        "fit_kaplan",
+        "fit_power",
+        "fit_test_time",
+        "load_law",
+        "save_laws",
+    ),
+    "jaxscale.model": ("init_model", "loss_fn"),
+    "jaxscale.report": ("write_report",),
+    "jaxscale.results": ("load_results", "read_records"),
+    "jaxscale.sweep": ("run_sweep",),
+    "jaxscale.tables": ("Table", "read_table"),
+    "jaxscale.train": ("train_run",),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_HOME, key=lambda name: (not name.isupper(), name))
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxscale' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # imported once; later look-ups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxscale.errors import UserError
 from jaxscale.laws import FitResult, fit_power
+from jaxscale.results import read_records
 
 MIN_POINTS = 6  # OffsetPower has 3 parameters; ask for twice as many points
 
@@ -57,13 +58,18 @@ def extrapolate_run(run_dir: Path, fraction: float = 0.2, bins: int = 30) -> Ext
         raise UserError(f"{run_dir} is not a run directory (no run.json and metrics.jsonl)")
     if not 0 < fraction < 1:
         raise UserError(f"--fraction must be in (0, 1), got {fraction}")
-    plan = json.loads(plan_file.read_text())
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    train = [r for r in rows if "loss" in r and "tokens" in r and not r.get("diverged")]
-    tokens = np.array([r["tokens"] for r in train], dtype=np.float64)
-    loss = np.array([r["loss"] for r in train], dtype=np.float64)
-    step = np.array([r["step"] for r in train])
-    early = (step > plan["warmup_steps"]) & (tokens <= fraction * plan["tokens"])
+    try:
+        plan = json.loads(plan_file.read_text())
+        rows = read_records(metrics_file)  # a run in flight may have a torn last line
+        train = [r for r in rows if "loss" in r and "tokens" in r and not r.get("diverged")]
+        tokens = np.array([r["tokens"] for r in train], dtype=np.float64)
+        loss = np.array([r["loss"] for r in train], dtype=np.float64)
+        step = np.array([r["step"] for r in train])
+        early = (step > plan["warmup_steps"]) & (tokens <= fraction * plan["tokens"])
+    except (ValueError, KeyError, TypeError) as e:  # hand-edited or foreign files
+        raise UserError(
+            f"{run_dir}: run.json or metrics.jsonl is not a jaxscale run's ({e!r:.80})"
+        ) from None
     t, l = tokens[early], loss[early]
     # average the noisy per-step losses in log-spaced bins of tokens: a power law's natural axis
     edges = np.geomspace(t.min(), t.max(), bins + 1) if t.size else np.ones(2)

@@ -213,6 +213,7 @@ def make_record(
         "branch_at": outcome.branch_at,
         "predicted": False,
         "epochs": d / corpus.unique_train_tokens,
+        "unique_tokens": min(d, corpus.unique_train_tokens),  # U of the data-constrained law
         "tokens_per_s": outcome.tokens_per_s,
         "pack": outcome.pack,
         "devices": outcome.devices,

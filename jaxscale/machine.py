@@ -2,11 +2,13 @@
 
 Provenance (versions, backend, devices) is recorded with every result. The sweep also records
 the training FLOP/s it achieved on this machine, so that planning commands (``jaxscale isoflop``)
-can estimate wall time for a budget.
+can estimate wall time for a budget. The law commands keep their compiled solvers in JAX's
+persistent compilation cache, in a folder of the cache directory per machine and JAX version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -23,6 +25,45 @@ _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "num
 def cache_dir() -> Path:
     """jaxscale's cache: ``$JAXSCALE_CACHE``, else ``~/.cache/jaxscale``."""
     return Path(os.environ.get("JAXSCALE_CACHE") or Path.home() / ".cache" / "jaxscale")
+
+
+def compilation_cache_dir() -> Path:
+    """This machine's folder of JAX's persistent compilation cache, under :func:`cache_dir`.
+
+    JAX keys each entry by the program, jaxlib's version, the backend, the XLA flags and the
+    compile options, but not by jax's own version nor by the host CPU, whose instruction set
+    compiled CPU code is built for: a cache directory shared by the nodes of a cluster (as
+    sweeps ask for) could otherwise hand one CPU the code of another. So the folder's name
+    hashes those too, and an entry from another machine or version is never found.
+    """
+    try:  # Linux: the first core's model name and instruction-set flags
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = [next((x for x in lines if x.startswith(k)), "") for k in ("model name", "flags")]
+    except OSError:  # macOS and others: what the platform says
+        cpu = [platform.processor()]
+    versions = [metadata.version(name) for name in ("jax", "jaxlib")]
+    key = "\n".join([*versions, platform.python_version(), platform.machine(), sys.platform, *cpu])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / "xla" / f"jax{versions[0]}-{digest}"
+
+
+def use_compilation_cache() -> Path:
+    """Keep every program this process compiles from now on in :func:`compilation_cache_dir`,
+    so that the next process running the same fit loads it instead of compiling it (a fit of
+    the 4,500-start replication grid compiles for several seconds and solves in about two).
+
+    Call it before the first compile: JAX decides once per process whether to use the cache. A
+    cache the user chose (``JAX_COMPILATION_CACHE_DIR``) wins.
+
+    Returns:
+      The cache folder in use.
+    """
+    if jax.config.jax_compilation_cache_dir:
+        return Path(jax.config.jax_compilation_cache_dir)
+    path = compilation_cache_dir()
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
 
 
 def provenance() -> dict[str, Any]:

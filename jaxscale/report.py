@@ -19,6 +19,7 @@ from jaxscale import markdown, plots
 from jaxscale.analysis import SweepAnalysis, analyse
 from jaxscale.errors import UserError
 from jaxscale.laws import FitResult, save_laws
+from jaxscale.laws.constrained import repeated_data_section
 from jaxscale.results import fit_points, read_records, results_path
 
 CONVENTIONS = {
@@ -56,6 +57,9 @@ def write_report(
     n_key = n_key_of(points)
     last = points[-1]
     a = analyse(points, n_key=n_key, entropy=last.get("entropy"), seed=last.get("seed") or 0)
+    repeated, repeated_md = repeated_data_section(points, n_key)  # (None, []) unless data repeat
+    if repeated:
+        a.warnings.append(repeated["warning"])
     provenance = {key: last.get(key) for key in PROVENANCE_KEYS}
     cost = training_cost(records)
     comparison = _compare(points, a.fits, against) if against else None
@@ -76,6 +80,7 @@ def write_report(
         lr_choices=choices,
         training_tokens=cost,
         comparison=comparison,
+        data_constrained=repeated,
         written=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     figures = plots.sweep_figures(a, out_dir)
@@ -84,6 +89,7 @@ def write_report(
     sections += markdown.runs_md(records) + markdown.choices_md(choices)
     sections += markdown.predicted_md(records, include_predicted) + markdown.cost_md(cost)
     sections += markdown.comparison_md(comparison) if comparison else []
+    sections += repeated_md
     sections += markdown.figures_md(figures) + markdown.provenance_md(provenance)
     (out_dir / "report.md").write_text("\n".join(sections))
     return a

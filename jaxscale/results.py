@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxscale.errors import UserError
+
 RESULTS_FILE = "results.jsonl"
 
 
@@ -38,17 +40,50 @@ def write_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All complete records of a results file, in order; [] when it does not exist."""
+    """All complete records of a results file, in order; [] when it does not exist.
+
+    Raises:
+      UserError: a complete line that is not a JSON object (a hand edit gone wrong).
+    """
     p = results_path(path)
     if not p.exists():
         return []
     records = []
-    for line in p.read_text().splitlines(keepends=True):
+    for i, line in enumerate(p.read_text(errors="replace").splitlines(keepends=True), 1):
         if not line.endswith("\n"):
             break  # a torn last line: never written completely
         if line.strip():
-            records.append(json.loads(line))
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise UserError(f"{p}, line {i}: not JSON ({e})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{p}, line {i}: a record must be a JSON object")
+            records.append(record)
     return records
+
+
+def unique_tokens(record: dict[str, Any]) -> float | None:
+    """The unique tokens a run drew from, min(D, the corpus' unique training tokens): its
+    ``unique_tokens``, or for records written before that field, D / max(epochs, 1)."""
+    if record.get("unique_tokens") is not None:
+        return float(record["unique_tokens"])
+    if record.get("epochs") and record.get("D"):
+        return record["D"] / max(record["epochs"], 1.0)
+    return None
+
+
+def check_fields(records: Iterable[dict[str, Any]], fields: Iterable[str], source: Any) -> None:
+    """Refuse records lacking any of ``fields`` with one line naming the first such record (a
+    results file that jaxscale did not write, or a hand edit)."""
+    fields = list(fields)
+    for i, r in enumerate(records, 1):
+        missing = [f for f in fields if f not in r]
+        if missing:
+            raise UserError(
+                f"{source}: record {i} ({r.get('run', 'unnamed')}) lacks {', '.join(missing)}: "
+                "not a jaxscale sweep's results (jaxscale fit reads other tables)"
+            )
 
 
 def as_columns(

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -217,3 +222,42 @@ def test_bad_input_exits_2_with_one_line(argv, ladder_csv, tmp_path, capsys):
     code, _, err = run(argv, capsys)
     assert code == 2
     assert err.startswith("jaxscale: error:") and err.count("\n") == 1, err
+
+
+CLI = [sys.executable, "-c", "from jaxscale.cli import main; main()"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown", "unused"),
+    [
+        (["--help"], ["fit ", "predict "], ("jax", "numpy", "matplotlib", "jaxscale.laws")),
+        (["fit", "--help"], ["--best-per-point"], ("jax", "matplotlib", "jaxscale.laws")),
+    ],
+)
+def test_help_imports_no_jax(argv, shown, unused):
+    code = (
+        f"import sys; from jaxscale.cli import main; main({argv!r}); "
+        f"print([m for m in {unused!r} if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert all(s in done.stdout for s in shown)
+    assert done.stdout.strip().endswith("[]"), done.stdout
+
+
+def test_a_repeated_fit_loads_its_solver_from_the_compilation_cache(tmp_path):
+    x = np.logspace(6, 9, 8)
+    table = write_csv(
+        tmp_path / "t.csv", ["N", "D", "loss"], ((n, 1e9, 2 + 50 / n**0.3) for n in x)
+    )
+    env = {**os.environ, "JAXSCALE_CACHE": str(tmp_path / "cache"), "JAX_LOG_COMPILES": "1"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    runs = [
+        subprocess.run([*CLI, "fit", str(table), "--law", "power"], env=env, capture_output=True,
+                       text=True, check=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    hit = "Persistent compilation cache hit for 'jit_solve'"
+    assert hit not in runs[0].stderr and hit in runs[1].stderr
+    assert runs[0].stdout.splitlines()[-1] == runs[1].stdout.splitlines()[-1]  # the same fit
+    (folder,) = (tmp_path / "cache" / "xla").iterdir()  # one folder per jax version and CPU
+    assert re.fullmatch(rf"jax{re.escape(jax.__version__)}-[0-9a-f]{{16}}", folder.name)

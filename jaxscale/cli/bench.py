@@ -82,6 +82,3 @@ def bench(
             )
             + "\n"
         )
-
-
-COMMANDS: list[click.Command] = [bench]

@@ -15,6 +15,7 @@ from jaxscale.errors import UserError
 from jaxscale.extrapolate import extrapolate_run
 from jaxscale.launch import LAUNCHERS, LaunchOptions, slurm_minutes
 from jaxscale.report import summary, write_report
+from jaxscale.results import check_fields, read_records
 from jaxscale.sweep import default_out_dir, run_sweep
 from jaxscale.tracking import TRACKERS, open_tracker
 
@@ -117,6 +118,11 @@ def sweep(
             tracker.log_laws()
 
 
+# What the report reads of every run's record (a results.jsonl of jaxscale's own).
+REPORT_FIELDS = ("run", "N", "N_total", "D", "C", "C_counted", "loss", "bpb", "steps", "status",
+                 "tokens_per_s", "wall_s", "config")  # fmt: skip
+
+
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option(
@@ -132,6 +138,10 @@ def sweep(
 )
 def report(directory: Path, with_predicted: bool, against: Path | None) -> None:
     """Refit the laws of a sweep DIRECTORY and rewrite its laws.json, figures and report.md."""
+    for sweep_dir in (directory, against) if against else (directory,):
+        check_fields(
+            read_records(sweep_dir), REPORT_FIELDS, sweep_dir
+        )  # before anything is written
     echo_report(directory, include_predicted=with_predicted, against=against)
 
 
@@ -179,6 +189,10 @@ def echo_report(out_dir: Path, **kwargs: Any) -> None:
             f"trained {cost['trained']:,.0f} tokens per model, "
             f"{100 * cost['saving']:.0f}% fewer than a cosine grid of the same points"
         )
+    constrained = (laws.get("data_constrained") or {}).get("law")
+    if constrained:
+        params = ", ".join(f"{k}={v:.4g}" for k, v in constrained["params"].items())
+        click.echo(f"L(N, D, U), data-constrained: {params}")
     for c in laws["lr_choices"]:
         click.echo(
             f"{c['point']}: fitted at lr {c['lr']:g} (lowest loss of {len(c['loss_by_lr'])})"
@@ -192,6 +206,3 @@ def echo_report(out_dir: Path, **kwargs: Any) -> None:
                 f"of {cmp['other']}'s"
             )
     click.echo(f"laws: {out_dir}/laws.json   report: {out_dir}/report.md")
-
-
-COMMANDS: list[click.Command] = [sweep, report, extrapolate]

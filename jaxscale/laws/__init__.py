@@ -1,5 +1,13 @@
-"""Scaling laws: forms as pytrees, robust fitting (approaches 1-3), planning, test-time compute."""
+"""Scaling laws: forms as pytrees, robust fitting (approaches 1-3), planning, test-time compute,
+and data-constrained scaling."""
 
+from jaxscale.laws.constrained import (
+    DATA_CONSTRAINED,
+    ConstrainedAllocation,
+    DataConstrained,
+    constrained_optimal,
+    fit_data_constrained,
+)
 from jaxscale.laws.envelope import EnvelopeResult, curves_from_records, fit_envelope
 from jaxscale.laws.fit import fit_chinchilla, fit_form, fit_kaplan, fit_power
 from jaxscale.laws.forms import (
@@ -37,13 +45,16 @@ from jaxscale.laws.ttc import compute_trade, fit_coverage, fit_test_time
 __all__ = [
     "BUILTINS",
     "CHINCHILLA",
+    "DATA_CONSTRAINED",
     "GPU_PEAK_TFLOPS",
     "KAPLAN",
     "POWER",
     "WELL_KNOWN_MODELS",
     "Allocation",
     "Chinchilla",
+    "ConstrainedAllocation",
     "Coverage",
+    "DataConstrained",
     "EnvelopeResult",
     "FitResult",
     "IsoFlopResult",
@@ -61,9 +72,11 @@ __all__ = [
     "compare_models",
     "compute_optimal",
     "compute_trade",
+    "constrained_optimal",
     "curves_from_records",
     "fit_chinchilla",
     "fit_coverage",
+    "fit_data_constrained",
     "fit_envelope",
     "fit_form",
     "fit_isoflop",

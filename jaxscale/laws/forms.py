@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -203,15 +204,37 @@ BUILTINS: dict[str, Law] = {
 
 
 def law_from_dict(data: dict[str, Any]) -> Law:
-    """Rebuild a law from ``{"form": ..., "params": {...}}`` (extra keys are ignored)."""
+    """Rebuild a law from ``{"form": ..., "params": {...}}`` (extra keys are ignored).
+
+    Raises:
+      UserError: not such an object, an unknown form, missing or extra parameters, or a
+        parameter that is not a finite number.
+    """
+    if not isinstance(data, dict):
+        raise UserError(f'a law is a JSON object with "form" and "params", not {data!r:.60}')
     form = FORMS.get(str(data.get("form")))
     if form is None:
         raise UserError(f"unknown law form {data.get('form')!r}; known: {', '.join(FORMS)}")
     names = [f.name for f in dataclasses.fields(form)]
-    params = data.get("params", {})
-    if sorted(params) != sorted(names):
-        raise UserError(f"law {form.__name__} needs params {names}, got {sorted(params)}")
+    params = data.get("params")
+    if not isinstance(params, dict) or sorted(params) != sorted(names):
+        got = sorted(params) if isinstance(params, dict) else params
+        raise UserError(f"law {form.__name__} needs params {names}, got {got}")
+    for k, v in params.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise UserError(
+                f"law {form.__name__}: parameter {k} must be a finite number, not {v!r}"
+            )
     return form(**{k: float(params[k]) for k in names})
+
+
+def law_entry(value: Any) -> dict[str, Any]:
+    """A law's entry in a laws file: ``{form, params}``, and for a ``FitResult`` its statistics
+    under ``"fit"``; :func:`law_from_dict` reads it back."""
+    if isinstance(value, Law):
+        return value.to_dict()
+    stats = value.to_dict()
+    return {"form": stats.pop("form"), "params": stats.pop("params"), "fit": stats}
 
 
 def save_laws(path: str | os.PathLike[str], laws: dict[str, Any], **extra: Any) -> Path:
@@ -225,13 +248,7 @@ def save_laws(path: str | os.PathLike[str], laws: dict[str, Any], **extra: Any) 
     Example:
       >>> save_laws("reports/quick/laws.json", {"L_ND": fit_chinchilla(N, D, L)})  # doctest: +SKIP
     """
-    entries: dict[str, Any] = {}
-    for key, value in laws.items():
-        if isinstance(value, Law):
-            entries[key] = value.to_dict()
-        else:  # a FitResult
-            stats = value.to_dict()
-            entries[key] = {"form": stats.pop("form"), "params": stats.pop("params"), "fit": stats}
+    entries = {key: law_entry(value) for key, value in laws.items()}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps({"laws": entries, **extra}, indent=2) + "\n")
@@ -242,7 +259,8 @@ def load_law(name_or_path: str | os.PathLike[str], name: str | None = None) -> L
     """A built-in law by name, or a law saved by :meth:`Law.save` or :func:`save_laws`.
 
     Args:
-      name_or_path: ``chinchilla``, ``besiroglu2024``, ``kaplan2020``, or a JSON file.
+      name_or_path: a built-in (``chinchilla``, ``besiroglu2024``, ``kaplan2020``,
+        ``muennighoff2023``) or a JSON file.
       name: the key to pick in a multi-law file; by default its only law, else ``L_ND``.
 
     Returns:
@@ -259,6 +277,8 @@ def load_law(name_or_path: str | os.PathLike[str], name: str | None = None) -> L
     if key.lower() in BUILTINS:
         return BUILTINS[key.lower()]
     p = Path(key)
+    if p.is_dir() and (p / "laws.json").is_file():
+        raise UserError(f"{p} is a directory: give its laws file, {p / 'laws.json'}")
     if not p.is_file():
         raise UserError(
             f"unknown law {key!r}: give a built-in ({', '.join(BUILTINS)}) or a law JSON file"
@@ -267,9 +287,11 @@ def load_law(name_or_path: str | os.PathLike[str], name: str | None = None) -> L
         data = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read law file {p}: {e}") from None
-    if "laws" not in data:
+    if not isinstance(data, dict) or "laws" not in data:
         return law_from_dict(data)
     laws = data["laws"]
+    if not isinstance(laws, dict) or not laws:
+        raise UserError(f'{p}: "laws" must map names to laws, not {laws!r:.60}')
     if name is None:
         if len(laws) == 1:
             name = next(iter(laws))

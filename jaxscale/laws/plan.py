@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from jaxscale.errors import UserError
 from jaxscale.laws.forms import Chinchilla, Law
@@ -77,6 +76,10 @@ def compute_optimal(law: Chinchilla, C: float) -> Allocation:
         )
     p = law.params
     E, A, B, alpha, beta = p["E"], p["A"], p["B"], p["alpha"], p["beta"]
+    if min(A, B, alpha, beta) <= 0:  # else G is complex or the optimum lies at N = 0 or inf
+        raise UserError(f"compute-optimal allocation needs A, B, alpha, beta > 0; the law has {p}")
+    if not (math.isfinite(C) and C > 0):
+        raise UserError(f"a compute budget must be a positive number of FLOPs, not {C}")
     a, b = beta / (alpha + beta), alpha / (alpha + beta)
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     n, d = G * (C / 6) ** a, (C / 6) ** b / G
@@ -84,10 +87,19 @@ def compute_optimal(law: Chinchilla, C: float) -> Allocation:
     return Allocation(C, n, d, d / n, loss, a, b, G)
 
 
-def predict_loss(law: Law, N: Any, D: Any) -> np.ndarray:
-    """The law's loss at (N, D) as float64 NumPy (evaluated under float64)."""
+def predict_loss(law: Law, N: Any, D: Any, U: Any = None) -> np.ndarray:
+    """The law's loss at (N, D) as float64 NumPy (evaluated under float64).
+
+    A law of N, D and unique tokens U (``DataConstrained``) is given ``U``, by default D: no
+    token repeated. Other laws take no U.
+    """
+    args = [np.asarray(v, dtype=np.float64) for v in (N, D)]
+    if "U" in law.variables:
+        args.append(args[1] if U is None else np.asarray(U, dtype=np.float64))
+    elif U is not None:
+        raise UserError(f"a {type(law).__name__} law takes no unique-token count U")
     with x64():
-        return np.asarray(law(np.asarray(N, dtype=np.float64), np.asarray(D, dtype=np.float64)))
+        return np.asarray(law(*args))
 
 
 def isoflop_profile(law: Law, C: float, n_opt: float, n: int = 9) -> list[dict[str, float]]:
@@ -135,6 +147,8 @@ def inference_optimal(law: Chinchilla, C: float, inference_tokens: float) -> dic
     def total(log_n: float) -> float:
         n = math.exp(log_n)
         return 6 * n * tokens(log_n) + 2 * n * inference_tokens
+
+    from scipy.optimize import minimize_scalar  # only here: scipy takes a while to import
 
     lo = math.log((A / (target - E)) ** (1 / alpha)) + 1e-9
     res = minimize_scalar(

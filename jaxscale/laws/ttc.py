@@ -7,7 +7,6 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import brentq
 
 from jaxscale.laws.fit import fit_form
 from jaxscale.laws.forms import Coverage, TestTime
@@ -84,6 +83,8 @@ def compute_trade(law: TestTime, N: float, T: float, factor: float = 10.0) -> di
       >>> compute_trade(TestTime(0.01, 0.4), N=1e9, T=16)["T_factor"]   # doctest: +SKIP
       10.0
     """
+    from scipy.optimize import brentq  # only here: scipy takes a while to import
+
     alpha, beta = law.params["alpha"], law.params["beta"]
 
     def accuracy(n: float, t: float) -> float:  # float64, unlike a float32 jax call
