@@ -19,6 +19,7 @@ from typing import Any
 
 # module -> the public names it provides, re-exported here.
 _EXPORTS: dict[str, tuple[str, ...]] = {
+    "jaxscale.analysis": ("SweepAnalysis", "analyse"),
     "jaxscale.config": (
         "ConfigError",
         "EvalConfig",
@@ -34,6 +35,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "flops_per_token_counted",
         "non_embedding_params",
         "param_counts",
+        "params_with_head",
         "total_params",
     ),
     "jaxscale.data": ("Corpus", "DataError", "get_tokenizer", "load_corpus"),

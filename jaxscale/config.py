@@ -146,6 +146,10 @@ class SweepConfig:
     context: int = 128  # tokens per training sequence
     seed: int = 0  # initialisation and data order
     seeds: tuple[int, ...] = ()  # several seeds: every run once per seed (a pack trains them)
+    # ... or this many replicas of every run, seeds seed·replicas + 0, 1, ...: sweeps with
+    # different seeds never share one; the fits average them, and on CPU a pack gives each
+    # replica a core of its own, no gradient all-reduce between them
+    replicas: int = 1
     # several peak learning rates, written `train: {lr: [1e-3, 3e-3]}`: every run once per lr;
     # the report fits the best lr of each (N, D)
     lrs: tuple[float, ...] = ()
@@ -192,7 +196,7 @@ class SweepConfig:
                 budgets = self.tokens or tuple(r * n for r in self.tokens_per_param)
                 grid += [(shape, int(d), None) for d in budgets]
         grid.sort(key=lambda point: (non_embedding_params(point[0]), point[1]))
-        lrs, seeds = self.lrs or (self.train.lr,), self.seeds or (self.seed,)
+        lrs, seeds = self.lrs or (self.train.lr,), self.replica_seeds()
         out = []
         for shape, d, budget in grid:
             for lr in lrs:
@@ -202,6 +206,12 @@ class SweepConfig:
                     name += f"_s{seed}" if len(seeds) > 1 else ""
                     out.append(RunSpec(name, shape, d, seed, lr, budget=budget))
         return out
+
+    def replica_seeds(self) -> tuple[int, ...]:
+        """The seeds every run trains with: ``seeds``, else ``replicas`` of them from ``seed``."""
+        if self.seeds:
+            return self.seeds
+        return tuple(self.seed * self.replicas + i for i in range(self.replicas))
 
     def shapes_for(self, C: float) -> tuple[ModelShape, ...]:
         """The ``per_budget`` shapes of ``models`` nearest (in log N) to the optimum expected at
@@ -249,6 +259,7 @@ RUN_SELECTION = (
     "per_budget",
     "expected_tokens_per_param",
     "seeds",
+    "replicas",
     "lrs",
 )
 # Keys that change how runs are executed (or labelled) but not their results.
@@ -467,6 +478,9 @@ def _validate(cfg: SweepConfig) -> None:
             raise ConfigError(f"'train.{key}' must be in [0, 1), got {getattr(t, key)}")
     for i, lr in enumerate(cfg.lrs):
         positive(f"train.lr[{i}]", lr)
+    positive("replicas", cfg.replicas)
+    if cfg.seeds and cfg.replicas > 1:
+        raise ConfigError("give 'seeds' or 'replicas', not both")
     if len(set(cfg.lrs)) != len(cfg.lrs) or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError("'train.lr' and 'seeds' must not repeat a value")
     positive("pack", cfg.pack)

@@ -79,13 +79,16 @@ class SweepPlan:
         return jobs
 
 
+MIN_BATCH = 4  # sequences: a smaller step is mostly per-step overhead on a CPU
+
+
 def run_training(cfg: SweepConfig, spec: RunSpec) -> TrainConfig:
     """The training settings of one run of ``cfg``: the sweep's ``train`` with the run's own
     peak lr (one of ``train.lr``'s list), then the per-run rules that are on:
 
     * ``lr_ref_width``: lr x (lr_ref_width / d_model)^lr_width_power;
     * ``min_steps``: the batch halved from ``batch_size`` (while it stays a multiple of
-      ``accum``) until the run has at least ``min_steps`` optimiser steps;
+      ``accum`` and at least ``MIN_BATCH``) until the run has at least ``min_steps`` steps;
     * ``warmup_per_param``: a warmup of that many tokens per parameter (N with the head), as a
       share of the run, at most half of it.
 
@@ -102,6 +105,7 @@ def run_training(cfg: SweepConfig, spec: RunSpec) -> TrainConfig:
     while (
         t.min_steps
         and spec.tokens / (batch * cfg.context) < t.min_steps
+        and batch // 2 >= MIN_BATCH
         and batch % 2 == 0
         and (batch // 2) % t.accum == 0
     ):
