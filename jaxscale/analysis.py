@@ -195,7 +195,7 @@ def analyse(
     *,
     n_key: str = "N",
     entropy: float | None = None,
-    bootstrap: int = BOOTSTRAP,
+    bootstrap: int | None = None,
     seed: int = 0,
 ) -> SweepAnalysis:
     """Fit and validate a sweep's laws (see the module docstring).
@@ -205,12 +205,13 @@ def analyse(
         ``C``, ``loss``, and ``budget`` for an IsoFLOP design.
       n_key: the record field that is the law's N.
       entropy: the corpus' exact entropy rate (nats/token), when known: the truth for E.
-      bootstrap: resamples behind every interval.
+      bootstrap: resamples behind every interval (default :data:`BOOTSTRAP`).
 
     Example:
       >>> a = analyse(fit_points(read_records("reports/quick"))[0])   # doctest: +SKIP
       >>> a.heldout["max_abs_rel_err"], a.warnings                     # doctest: +SKIP
     """
+    bootstrap = BOOTSTRAP if bootstrap is None else bootstrap
     design = Design.from_points(points, n_key)
     N, D, loss = design.N, design.D, design.loss
     tiers = design.tiers()

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import pytest
 
+from jaxscale import analysis
 from jaxscale.cli import main
 
 
@@ -12,6 +13,17 @@ from jaxscale.cli import main
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     mp = pytest.MonkeyPatch()
     mp.setenv("JAXSCALE_CACHE", str(tmp_path_factory.mktemp("jaxscale-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fewer_report_resamples() -> None:
+    """Sweep reports in tests resample 100 times, not 400: the tests check that every interval is
+    there and holds its estimate, not its width (tests/test_fit.py checks coverage), and the
+    resamples are most of a small sweep's report time."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(analysis, "BOOTSTRAP", 100)
     yield
     mp.undo()
 

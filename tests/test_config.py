@@ -89,10 +89,10 @@ def test_shipped_configs_load() -> None:
 
 
 def test_the_committed_quick_report_belongs_to_the_quick_config() -> None:
-    """The README's first command resumes reports/quick: its results must share the config's
-    fingerprint, or the command would refuse the directory."""
+    """reports/examples/quick is what the README's first command makes: every run of the config,
+    under its fingerprint (`jaxscale report` and `--against` read it as a sweep directory)."""
     cfg = load_config(REPO / "configs" / "quick.yaml")
-    records = read_records(REPO / "reports" / "quick")
+    records = read_records(REPO / "reports" / "examples" / "quick")
     assert {r["config_fingerprint"] for r in records} == {cfg.fingerprint()}
     assert sorted(r["run"] for r in records) == sorted(s.name for s in cfg.runs())
 

@@ -20,9 +20,9 @@ from jaxscale.train import train_pack, train_run
 corpus = load_corpus("synthetic:order=1,symbols=16,tokens=200000", progress=False)
 kw = dict(context=32, train=TrainConfig(batch_size=16, lr=1e-2, evals=2),
           eval_cfg=EvalConfig(tokens=8192))
-out = train_run(RunSpec("r", ModelShape(2, 32, 2), 40_000, 0), corpus, **kw)
-fsdp = train_run(RunSpec("r", ModelShape(2, 32, 2), 40_000, 0), corpus, shard_params_above=0, **kw)
-pack = train_pack([RunSpec(f"p{i}", ModelShape(1, 16, 2), 20_000, i, lr)
+out = train_run(RunSpec("r", ModelShape(2, 32, 2), 20_000, 0), corpus, **kw)
+fsdp = train_run(RunSpec("r", ModelShape(2, 32, 2), 20_000, 0), corpus, shard_params_above=0, **kw)
+pack = train_pack([RunSpec(f"p{i}", ModelShape(1, 16, 2), 10_000, i, lr)
                    for i, lr in enumerate([3e-3, 1e-2, 3e-2, 1e-1])], corpus, **kw)
 print(json.dumps({"devices": out.devices, "loss": out.loss, "curve": out.curve,
                   "fsdp": fsdp.loss, "pack": [o.loss for o in pack],
@@ -39,6 +39,7 @@ def run_with_devices(n: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one() -> None:
     one, eight = run_with_devices(1), run_with_devices(8)
     assert (one["devices"], eight["devices"]) == (1, 8)

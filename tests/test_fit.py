@@ -98,6 +98,7 @@ def tight_scipy_optimum(N, D, loss, starts) -> tuple[float, np.ndarray]:
     return float(best.fun), best.x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_an_ill_conditioned_ladder_reaches_the_independently_verified_optimum(seed):
     N, D, loss = olmo_like_ladder(seed)
@@ -107,11 +108,11 @@ def test_an_ill_conditioned_ladder_reaches_the_independently_verified_optimum(se
     starts = start_grid(
         CHINCHILLA,
         {
-            "a": (0.0, 10.0, 20.0),
-            "b": (0.0, 10.0, 20.0),
+            "a": (0.0, 10.0),
+            "b": (0.0, 10.0),
             "e": (0.0,),
             "alpha": (0.1, 0.5),
-            "beta": (0.1, 0.5),
+            "beta": (0.3,),
         },
     )
     p = fit.params

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 
 
+@pytest.mark.slow
 def test_gpu_check_cpu_smoke_measures_every_check(tmp_path: Path) -> None:
     out = tmp_path / "check.json"
     done = subprocess.run(

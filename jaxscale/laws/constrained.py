@@ -182,11 +182,16 @@ def fit_data_constrained(
             fitted[np.argsort(N * D)[len(N) - holdout :]] = False
         fresh = fitted & (D <= 2 * U)
         use = fresh if fresh.sum() >= 6 else fitted
-        base = fit_chinchilla(N[use], D[use], loss[use]).params
-        theta = [math.log(base["A"]), math.log(base["B"]), math.log(base["E"])]
-        theta += [base["alpha"], base["beta"]]
-        from_base = np.array([[*theta, r_d, r_n] for r_d in _LOG_R for r_n in _LOG_R])
-        grid = np.concatenate([from_base, start_grid(DATA_CONSTRAINED, None)])
+        grid = start_grid(DATA_CONSTRAINED, None)
+        try:
+            base = fit_chinchilla(N[use], D[use], loss[use]).params
+        except FitDataError:  # not determined by the fresh points: the coarse grid alone
+            base = None
+        if base is not None:
+            theta = [math.log(base["A"]), math.log(base["B"]), math.log(base["E"])]
+            theta += [base["alpha"], base["beta"]]
+            from_base = np.array([[*theta, r_d, r_n] for r_d in _LOG_R for r_n in _LOG_R])
+            grid = np.concatenate([from_base, grid])
     return fit_form(
         DATA_CONSTRAINED,
         [N, D, U],

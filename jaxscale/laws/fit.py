@@ -269,6 +269,13 @@ def fit_form(
         theta = c.rescale(jnp.asarray(th2[best])[None], -log_s_j)[0]
         r, jac, g, pv = map(np.asarray, c.at(theta, xs_j, log_y))
         params = {k: float(v) for k, v in zip(_param_names(spec), pv, strict=True)}
+        unbounded = [k for k, v in params.items() if not np.isfinite(v)]
+        if unbounded:
+            # the best fit lies at infinity: a term these points cannot pin down
+            raise FitDataError(
+                f"{spec.form.__name__} is not determined by these {n} points: the best fit "
+                f"sends {', '.join(unbounded)} to infinity; add sizes and budgets"
+            )
         law = spec.form(**params)
         p2 = np.asarray(c.params(c.rescale(jnp.asarray(th2), -log_s_j)))
         others = [i for i in order[1:] if np.isfinite(f2[i]) and not same_basin(p2[i], pv)]
