@@ -33,6 +33,16 @@ from jaxscale.errors import UserError
 
 BACKENDS = ("auto", "cpu", "cuda", "metal")
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+_COLLECTIVE_TIMEOUT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
+_COLLECTIVE_TIMEOUT_SINCE = (0, 9)  # jaxlib 0.10.2 has it, 0.5.0 (the Metal pins) does not
+
+
+def _jaxlib_at_least(version: tuple[int, ...]) -> bool:
+    import jaxlib
+
+    parts = jaxlib.__version__.split(".")[: len(version)]
+    return tuple(int("".join(filter(str.isdigit, p)) or 0) for p in parts) >= version
+
 
 # A jitted train step with attention and its gradient: the patterns that crash jax-metal.
 _SMOKE_TEST = """
@@ -80,7 +90,12 @@ def configure(
         choice = "cpu"
     flags = os.environ.get("XLA_FLAGS", "")
     if _DEVICE_COUNT_FLAG not in flags:  # a user's own setting wins
-        os.environ["XLA_FLAGS"] = f"{flags} {_DEVICE_COUNT_FLAG}={cpu_cores()}".strip()
+        flags = f"{flags} {_DEVICE_COUNT_FLAG}={cpu_cores()}"
+    if _COLLECTIVE_TIMEOUT_FLAG not in flags and _jaxlib_at_least(_COLLECTIVE_TIMEOUT_SINCE):
+        # XLA:CPU aborts the process when one core's side of an all-reduce is 40 s late, which
+        # a loaded machine can be; older jaxlibs reject the flag at start-up, so it is gated
+        flags = f"{flags} {_COLLECTIVE_TIMEOUT_FLAG}=600"
+    os.environ["XLA_FLAGS"] = flags.strip()
     platforms = {"cpu": "cpu", "cuda": "cuda", "metal": "METAL"}.get(choice)
     if platforms:
         jax.config.update("jax_platforms", platforms)
@@ -237,17 +252,26 @@ def compute_dtype(requested: str) -> str:
     return requested
 
 
-def pack_mesh(pack_size: int, batch_size: int) -> Mesh:
+def pack_mesh(pack_size: int, batch_size: int, context: int | None = None) -> Mesh:
     """A 2-D ``(pack, data)`` mesh for P models trained together.
 
     The models are split over the ``pack`` axis (as many groups as divide both P and the device
     count: one or more models per device) and each group's batch over the ``data`` axis (the
     most of the remaining devices that divide the batch). P = 1 is plain data parallelism.
+
+    On CPU, given the ``context``, a batch is split only while each device keeps at least one
+    full micro-batch (:func:`micro_batch_tokens`): smaller shares gain nothing from a second
+    core, and every split step waits on an all-reduce between the cores' threads, which XLA:CPU
+    aborts the process over when one side is 40 s late (seen on loaded 2-core machines).
     """
     devices = jax.devices()  # every device of every host (after jax.distributed.initialize)
     groups = math.gcd(pack_size, len(devices))
     per_group = len(devices) // groups
-    data = max(k for k in range(1, per_group + 1) if batch_size % k == 0)
+    micro = micro_batch_tokens() if context and jax.process_count() == 1 else None
+    fits = [k for k in range(1, per_group + 1) if batch_size % k == 0]
+    if micro:
+        fits = [k for k in fits if k == 1 or batch_size // k * context >= micro]
+    data = max(fits)
     return Mesh(np.asarray(devices[: groups * data]).reshape(groups, data), ("pack", "data"))
 
 

@@ -31,7 +31,9 @@ print(json.dumps({"devices": out.devices, "loss": out.loss, "curve": out.curve,
 
 
 def run_with_devices(n: int) -> dict:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+    # micro-batches of 64 tokens: small enough that these tiny batches split over every device
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
+           "JAXSCALE_CPU_MICRO_TOKENS": "64"}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )

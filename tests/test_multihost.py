@@ -31,7 +31,9 @@ def free_port() -> int:
 
 
 def sweep(config: Path, out: Path, devices: int, env: dict[str, str]) -> subprocess.Popen:
-    env = {**os.environ, **env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    # micro-batches of 64 tokens: small enough that these tiny batches split over every device
+    env = {**os.environ, **env, "JAXSCALE_CPU_MICRO_TOKENS": "64",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}  # fmt: skip
     args = ["--backend", "cpu", "sweep", str(config), "--out", str(out), "--quiet", "--no-fit"]
     return subprocess.Popen(
         [*CLI, *(["--distributed"] if "JAXSCALE_PROCESS_ID" in env else []), *args],

@@ -38,7 +38,9 @@ print(json.dumps(out))
 
 @pytest.mark.parametrize("devices", [1, 2])
 def test_vectorized_pack_matches_the_looped_pack(devices: int) -> None:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    # micro-batches of 64 tokens: small enough that these tiny batches split over every device
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "JAXSCALE_CPU_MICRO_TOKENS": "64"}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )

@@ -94,7 +94,7 @@ class Pack:
         self.size = len(specs)
         self.tokens_per_step = train.batch_size * context
         self.on_tokens = on_tokens
-        self.mesh = pack_mesh(self.size, train.batch_size)
+        self.mesh = pack_mesh(self.size, train.batch_size, context)
         self.dtype = compute_dtype(train.dtype)
         models = [init_model(s.shape, corpus.n_vocab, context, s.seed, self.dtype) for s in specs]
         self.graphdef = _GRAPHDEFS.setdefault(
