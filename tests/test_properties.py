@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -115,7 +114,6 @@ def test_fit_answers_every_table_with_finite_parameters_or_one_line(table: str) 
 columns = st.lists(st.floats(1.0, 1e12), min_size=ROWS, max_size=ROWS)
 
 
-@pytest.mark.slow
 @MANY
 @given(columns, columns, st.lists(st.floats(1e-2, 20.0), min_size=ROWS, max_size=ROWS))
 def test_fitters_return_finite_parameters_or_refuse(N: list, D: list, loss: list) -> None:
