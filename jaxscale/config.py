@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,30 @@ class TrainConfig:
     # peak lr scaled by width: lr x (lr_ref_width / d_model)^lr_width_power (0: the same lr)
     lr_ref_width: int = 0
     lr_width_power: float = 0.0
+    # all: next-token loss on every token; answer: only on a task's answers (the targets after
+    # "=" up to the line's end, see jaxscale.tasks), for task: corpora
+    loss_on: str = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class TTCConfig:
+    """The test-time compute lab (``jaxscale.ttc``): how every trained model is sampled and fitted.
+
+    Each of ``test_problems`` held-out problems of the sweep's ``task:`` corpus gets ``samples``
+    completions at ``temperature`` (with ``top_k``/``top_p`` filtering) and one greedy one; pass@k
+    and maj@k are estimated for each k of ``k`` (all <= samples).
+    """
+
+    samples: int = 32  # n, completions per problem
+    k: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    temperature: float = 1.0
+    top_k: int = 0  # keep the k most likely tokens (0: all)
+    top_p: float = 1.0  # nucleus: the smallest set holding this much probability (1: all)
+    test_problems: int = 200
+    levels: tuple[float, ...] = (0.3, 0.5, 0.7)  # iso-accuracy levels of the train/test trade
+    bootstrap: int = 200  # resamples (of problems, or of points for the law) for intervals
+    batch_rows: int = 4096  # sequences decoded together
+    seed: int = 0  # the sampling's random key
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +197,8 @@ class SweepConfig:
     # shard parameters and optimiser state over the data axis (FSDP) for models with more total
     # parameters than this; smaller models are replicated on every device
     shard_params_above: float = 1e8
+    # the test-time compute lab, run after training (a task: corpus only); None: none
+    ttc: TTCConfig | None = None
 
     def runs(self) -> list[RunSpec]:
         """The sweep's runs: smallest model first, then fewest tokens, then each lr and seed.
@@ -241,6 +268,8 @@ class SweepConfig:
             blob.pop(key)
         if self.lrs:  # each run records its own lr
             blob["train"].pop("lr")
+        if blob["train"]["loss_on"] == "all":  # the default: fingerprints from before it stand
+            blob["train"].pop("loss_on")
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,7 +292,7 @@ RUN_SELECTION = (
     "lrs",
 )
 # Keys that change how runs are executed (or labelled) but not their results.
-HOW_NOT_WHAT = ("name", "checkpoint_every", "pack", "early_stop", "shard_params_above")
+HOW_NOT_WHAT = ("name", "checkpoint_every", "pack", "early_stop", "shard_params_above", "ttc")
 
 
 def _human(n: float) -> str:
@@ -349,6 +378,9 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     """Convert a YAML value to the declared type, or raise a one-line ConfigError."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # X | None: None, or an X
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(inner, value, key)
     if dataclasses.is_dataclass(tp):
         if tp is ModelShape:
             return _model_shape(value, key)
@@ -499,3 +531,50 @@ def _validate(cfg: SweepConfig) -> None:
     names = [r.name for r in cfg.runs()]
     if len(set(names)) != len(names):
         raise ConfigError("two runs share a name: the models or token counts repeat")
+    _validate_task(cfg)
+
+
+def _validate_task(cfg: SweepConfig) -> None:
+    """The task corpus, ``train.loss_on`` and the ``ttc`` section."""
+    from jaxscale.errors import DataError
+    from jaxscale.tasks import Task
+
+    task = None
+    if cfg.corpus.startswith("task:"):
+        try:
+            task = Task.parse(cfg.corpus.removeprefix("task:"))
+        except DataError as e:
+            raise ConfigError(f"'corpus': {e}") from None
+        if cfg.tokenizer != "bytes":
+            raise ConfigError(f"a task corpus needs tokenizer bytes, got {cfg.tokenizer!r}")
+    if cfg.train.loss_on not in ("all", "answer"):
+        raise ConfigError(f"'train.loss_on' must be all or answer, got {cfg.train.loss_on!r}")
+    if cfg.train.loss_on == "answer" and task is None:
+        raise ConfigError("'train.loss_on: answer' needs a task: corpus (answers to mask)")
+    t = cfg.ttc
+    if t is None:
+        return
+    if task is None:
+        raise ConfigError(f"'ttc' needs a task: corpus to check answers, got {cfg.corpus!r}")
+    if not t.k or any(k < 1 for k in t.k) or len(set(t.k)) != len(t.k):
+        raise ConfigError(f"'ttc.k' must list distinct positive sample counts, got {list(t.k)}")
+    if t.samples < max(t.k):
+        raise ConfigError(f"'ttc.samples' ({t.samples}) must be at least the largest k ({max(t.k)})")
+    if not t.temperature >= 0:
+        raise ConfigError(f"'ttc.temperature' must be >= 0 (0: greedy), got {t.temperature}")
+    if t.top_k < 0:
+        raise ConfigError(f"'ttc.top_k' must be >= 0 (0: off), got {t.top_k}")
+    if not 0 < t.top_p <= 1:
+        raise ConfigError(f"'ttc.top_p' must be in (0, 1], got {t.top_p}")
+    if not 1 <= t.test_problems <= task.test:
+        raise ConfigError(
+            f"'ttc.test_problems' must be in 1..{task.test} (the task's test set), "
+            f"got {t.test_problems}"
+        )
+    if not t.levels or any(not 0 < v < 1 for v in t.levels):
+        raise ConfigError(f"'ttc.levels' must list accuracies in (0, 1), got {list(t.levels)}")
+    for key in ("batch_rows",):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"'ttc.{key}' must be positive, got {getattr(t, key)}")
+    if t.bootstrap < 0:
+        raise ConfigError(f"'ttc.bootstrap' must be >= 0, got {t.bootstrap}")
