@@ -537,7 +537,7 @@ def _validate(cfg: SweepConfig) -> None:
 def _validate_task(cfg: SweepConfig) -> None:
     """The task corpus, ``train.loss_on`` and the ``ttc`` section."""
     from jaxscale.errors import DataError
-    from jaxscale.tasks import Task
+    from jaxscale.tasks import Problem, Task
 
     task = None
     if cfg.corpus.startswith("task:"):
@@ -556,10 +556,19 @@ def _validate_task(cfg: SweepConfig) -> None:
         return
     if task is None:
         raise ConfigError(f"'ttc' needs a task: corpus to check answers, got {cfg.corpus!r}")
+    if cfg.train.schedule == "wsd":
+        raise ConfigError("'ttc' samples each run's final parameters: use cosine or constant")
+    need = len(task.prompt(Problem(0, 0, task.op))) + task.max_completion()
+    if cfg.context < need:
+        raise ConfigError(
+            f"'context' ({cfg.context}) must hold a prompt and its longest completion ({need})"
+        )
     if not t.k or any(k < 1 for k in t.k) or len(set(t.k)) != len(t.k):
         raise ConfigError(f"'ttc.k' must list distinct positive sample counts, got {list(t.k)}")
     if t.samples < max(t.k):
-        raise ConfigError(f"'ttc.samples' ({t.samples}) must be at least the largest k ({max(t.k)})")
+        raise ConfigError(
+            f"'ttc.samples' ({t.samples}) must be at least the largest k ({max(t.k)})"
+        )
     if not t.temperature >= 0:
         raise ConfigError(f"'ttc.temperature' must be >= 0 (0: greedy), got {t.temperature}")
     if t.top_k < 0:

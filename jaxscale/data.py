@@ -189,7 +189,7 @@ def _task(arg: str) -> _Source:
     task = Task.parse(arg)
     docs = task_documents(task)
     return _Source(
-        key=f"task-v1\0{task.split().fingerprint}".encode(),
+        key=_keyed([("", d) for _, d in docs], "task", task.split().fingerprint),
         docs=docs,
         n_bytes=sum(len(d) for _, d in docs),
         separate=False,  # every line ends in a newline, the answer's own end

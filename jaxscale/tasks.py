@@ -5,9 +5,9 @@ A problem is two operands below 10^digits and an operator; its line is the promp
 ``"\\n" + a op b + "="`` (operands zero-padded to ``digits``, so every prompt of a task has the
 same length) followed by the completion and a newline:
 
-* ``plain``: the result, e.g. ``07+48=55``;
-* ``reverse``: the result's digits reversed, least significant first (Lee et al. 2023), ``07+48=55``
-  for 55 and ``35+68=301`` for 103;
+* ``plain``: the result zero-padded to the widest result's digits, e.g. ``07+48=055``;
+* ``reverse``: those digits reversed, least significant first (Lee et al. 2023): ``07+48=550``
+  and ``35+68=301``;
 * ``scratchpad``: a chain of variable length, then ``|`` and the result. Addition writes one
   step per digit from the least significant, ``a_i+b_i+carry>digit`` (``7+8+0>5c1``); multiplication
   one partial product per digit of b (``07*48>56,07*40>280``); the chain holds no ``=`` and no
@@ -105,7 +105,7 @@ class Task:
                 try:
                     kw[key] = int(value)
                 except ValueError:
-                    raise DataError(f"task option {key} must be an integer, got {value!r}") from None
+                    raise DataError(f"task option {key} must be an integer: {value!r}") from None
         task = cls(name, **kw)  # type: ignore[arg-type]
         task.validate()
         return task
@@ -168,12 +168,17 @@ class Task:
 
     def completion(self, p: Problem) -> str:
         """The correct completion after the prompt, without the closing newline."""
-        answer = str(p.answer)
+        answer = str(p.answer).zfill(self.answer_width)
         if self.format == "plain":
             return answer
         if self.format == "reverse":
             return answer[::-1]
-        return f"{self._chain(p)}|{answer}"
+        return f"{self._chain(p)}|{p.answer}"
+
+    @property
+    def answer_width(self) -> int:
+        """Digits of the largest result: every answer is zero-padded to it (plain, reverse)."""
+        return len(str((10**self.digits - 1) ** 2 if self.op == "*" else 2 * 10**self.digits - 2))
 
     def _chain(self, p: Problem) -> str:
         d = self.digits
