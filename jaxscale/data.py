@@ -1,6 +1,7 @@
 """Corpora, the token cache and batches (tokenizers by name: ``jaxscale.tokenizers``).
 
-A corpus spec (``stdlib``, ``synthetic[:key=val,...]``, ``text:PATH``, ``tinystories``,
+A corpus spec (``stdlib``, ``synthetic[:key=val,...]``, ``text:PATH``,
+``task:NAME[:key=val,...]`` (generated arithmetic, ``jaxscale.tasks``), ``tinystories``,
 ``openwebtext[:N]``) is turned into documents, split into train/val by document, tokenized once
 and cached as raw token files that later loads memory-map. Batches are pure functions of
 ``(seed, index)`` so a resumed run sees exactly the batches it would have seen.

@@ -36,7 +36,7 @@ Cache = tuple[tuple[jax.Array, jax.Array], ...]  # per block (keys, values), eac
 
 def empty_cache(model: GPT, batch: int, length: int) -> Cache:
     """Zeroed keys and values for ``length`` positions of every block, (B, C, H, K) each."""
-    D = model.wte.embedding.value.shape[1]
+    D = model.wte.embedding[...].shape[1]
     out = []
     for block in model.blocks:
         H = block.n_head
@@ -57,7 +57,7 @@ def cached_forward(
     S = tokens_BxS.shape[1]
     pos_S = start + jnp.arange(S)
     dtype = model.wte.dtype or jnp.float32
-    x_BxSxD = model.wte(tokens_BxS) + jnp.take(model.wpe.value, pos_S, axis=0).astype(dtype)
+    x_BxSxD = model.wte(tokens_BxS) + jnp.take(model.wpe[...], pos_S, axis=0).astype(dtype)
     new_cache = []
     for block, (k_cache, v_cache) in zip(model.blocks, cache, strict=True):
         B, _, D = x_BxSxD.shape

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -213,8 +212,7 @@ def _yaml(tmp_path, cfg) -> str:
 def test_tiny_lab_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXSCALE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["sweep", _yaml(tmp_path, TINY), "--out", str(out), "--quiet"])
-    assert res.exit_code == 0, res.output
+    main(["sweep", _yaml(tmp_path, TINY), "--out", str(out), "--quiet"])
     ttc = json.loads((out / "ttc.json").read_text())
     for key in ("task", "test_problems", "samples_per_problem", "models", "law", "trade",
                 "decode_tokens_per_s"):  # fmt: skip
@@ -248,8 +246,7 @@ def test_tiny_lab_end_to_end(tmp_path, monkeypatch):
     assert (out / "ttc_pass_at_k.png").exists() and (out / "ttc_emergence.png").exists()
     # resumable: a second run samples nothing again (the per-run files are kept as they are)
     before = (out / "ttc" / f"{ttc['models'][0]['run']}.jsonl").stat().st_mtime_ns
-    res = CliRunner().invoke(main, ["sweep", _yaml(tmp_path, TINY), "--out", str(out), "--quiet"])
-    assert res.exit_code == 0, res.output
+    main(["sweep", _yaml(tmp_path, TINY), "--out", str(out), "--quiet"])
     assert (out / "ttc" / f"{ttc['models'][0]['run']}.jsonl").stat().st_mtime_ns == before
 
 
@@ -264,16 +261,18 @@ def test_tiny_lab_end_to_end(tmp_path, monkeypatch):
         (None, "task:addition:format=upside", "task format"),
     ],
 )
-def test_bad_ttc_section_is_one_line_exit_2(tmp_path, ttc, corpus, needle):
+def test_bad_ttc_section_is_one_line_exit_2(tmp_path, capsys, ttc, corpus, needle):
     cfg = {**TINY, "ttc": ttc, "corpus": corpus or TINY["corpus"]}
     if ttc is None:
         cfg.pop("ttc")
         cfg["train"] = {"batch_size": 8}
     if corpus == "stdlib":
         cfg["train"] = {"batch_size": 8}
-    res = CliRunner().invoke(main, ["sweep", _yaml(tmp_path, cfg), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2, res.output
-    message = res.output.strip()
-    assert needle in message and len(message.splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", _yaml(tmp_path, cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert err.startswith("jaxscale: error:") and err.count("\n") == 1, err
+    assert needle in err and not (tmp_path / "o").exists()
     with pytest.raises(ConfigError):
         config_from_dict(cfg)
