@@ -119,7 +119,10 @@ def run_ttc(
     curves = [pass_curve(lines_of[m["run"]]) for m in models]
     traded = trade(models, curves, t.levels, t.bootstrap, t.seed)
     pairs = matches(models, curves, len(problems), t.bootstrap, t.seed)
-    best = max(pairs, key=lambda p: (p["N_ratio"], -p["samples"]), default=None)
+    # the statement: the largest size ratio among pairs the smaller model needs >= 2 samples for
+    # (one sample is no trade), else among all pairs
+    best = max([p for p in pairs if p["samples"] >= 2] or pairs, key=lambda p: p["N_ratio"],
+               default=None)  # fmt: skip
     split = task.split()
     corpus_fp = {r.get("corpus_fingerprint") for r in records}
     result = {
