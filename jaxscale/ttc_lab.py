@@ -3,7 +3,8 @@ write ``DIR/ttc.json``, ``DIR/ttc/<run>.jsonl``, figures and ``DIR/ttc.md`` (a s
 report).
 
 Run by ``jaxscale sweep CONFIG`` when the config has a ``ttc:`` section, after training.
-Resumable per run: a run whose ``ttc/<run>.jsonl`` exists is read back, not sampled again.
+Resumable per run: a run whose ``ttc/<run>.jsonl`` exists (and is newer than the run's
+``result.json``) is read back, not sampled again.
 
 Example:
     >>> result = run_ttc(load_config("configs/ttc.yaml"), Path("reports/ttc"))  # doctest: +SKIP
@@ -81,7 +82,11 @@ def run_ttc(
     bar = tqdm(records, desc="ttc: sampling", disable=not progress, unit="model")
     for r in bar:
         path = folder / f"{r['run']}.jsonl"
-        if path.exists():
+        result = out_dir / "runs" / r["run"] / "result.json"
+        # evaluated already, after the run's last training (a retrained run is sampled again)
+        if path.exists() and (
+            not result.exists() or path.stat().st_mtime >= result.stat().st_mtime
+        ):
             lines_of[r["run"]] = read_jsonl(path)
             continue
         bar.set_postfix_str(r["run"])
