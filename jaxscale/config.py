@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from jaxscale.config_checks import ConfigError, validate
 from jaxscale.counting import (
     PRESETS,
     TOKENIZER_VOCAB,
@@ -31,16 +33,6 @@ from jaxscale.counting import (
     non_embedding_params,
     params_with_head,
 )
-from jaxscale.errors import UserError
-
-
-class ConfigError(UserError):
-    """A bad configuration: one line naming the key and what is allowed."""
-
-
-SCHEDULES = ("cosine", "constant", "wsd")
-DTYPES = ("auto", "float32", "bfloat16")
-TOKENIZERS = ("bytes", "gpt2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +66,30 @@ class TrainConfig:
     # peak lr scaled by width: lr x (lr_ref_width / d_model)^lr_width_power (0: the same lr)
     lr_ref_width: int = 0
     lr_width_power: float = 0.0
+    # all: next-token loss on every token; answer: only on a task's answers (the targets after
+    # "=" up to the line's end, see jaxscale.tasks), for task: corpora
+    loss_on: str = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class TTCConfig:
+    """The test-time compute lab (``jaxscale.ttc``): how every trained model is sampled and fitted.
+
+    Each of ``test_problems`` held-out problems of the sweep's ``task:`` corpus gets ``samples``
+    completions at ``temperature`` (with ``top_k``/``top_p`` filtering) and one greedy one; pass@k
+    and maj@k are estimated for each k of ``k`` (all <= samples).
+    """
+
+    samples: int = 32  # n, completions per problem
+    k: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    temperature: float = 1.0
+    top_k: int = 0  # keep the k most likely tokens (0: all)
+    top_p: float = 1.0  # nucleus: the smallest set holding this much probability (1: all)
+    test_problems: int = 200
+    levels: tuple[float, ...] = (0.3, 0.5, 0.7)  # iso-accuracy levels of the train/test trade
+    bootstrap: int = 200  # resamples (of problems, or of points for the law) for intervals
+    batch_rows: int = 4096  # sequences decoded together
+    seed: int = 0  # the sampling's random key
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +188,8 @@ class SweepConfig:
     # shard parameters and optimiser state over the data axis (FSDP) for models with more total
     # parameters than this; smaller models are replicated on every device
     shard_params_above: float = 1e8
+    # the test-time compute lab, run after training (a task: corpus only); None: none
+    ttc: TTCConfig | None = None
 
     def runs(self) -> list[RunSpec]:
         """The sweep's runs: smallest model first, then fewest tokens, then each lr and seed.
@@ -241,6 +259,8 @@ class SweepConfig:
             blob.pop(key)
         if self.lrs:  # each run records its own lr
             blob["train"].pop("lr")
+        if blob["train"]["loss_on"] == "all":  # the default: fingerprints from before it stand
+            blob["train"].pop("loss_on")
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,7 +283,7 @@ RUN_SELECTION = (
     "lrs",
 )
 # Keys that change how runs are executed (or labelled) but not their results.
-HOW_NOT_WHAT = ("name", "checkpoint_every", "pack", "early_stop", "shard_params_above")
+HOW_NOT_WHAT = ("name", "checkpoint_every", "pack", "early_stop", "shard_params_above", "ttc")
 
 
 def _human(n: float) -> str:
@@ -309,7 +329,7 @@ def config_from_dict(raw: dict[str, Any]) -> SweepConfig:
     if isinstance(raw.get("budgets"), list):  # `budgets: [1e11, ...]` is short for {C: 1e11}
         raw = {**raw, "budgets": [b if isinstance(b, dict) else {"C": b} for b in raw["budgets"]]}
     cfg = _build(SweepConfig, raw, "")
-    _validate(cfg)
+    validate(cfg)
     return cfg
 
 
@@ -349,6 +369,9 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     """Convert a YAML value to the declared type, or raise a one-line ConfigError."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # X | None: None, or an X
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(inner, value, key)
     if dataclasses.is_dataclass(tp):
         if tp is ModelShape:
             return _model_shape(value, key)
@@ -397,105 +420,3 @@ def _model_shape(value: Any, key: str) -> ModelShape:
             raise ConfigError(f"'{key}': unknown preset {value!r} (allowed: {', '.join(PRESETS)})")
         return PRESETS[value]
     return _build(ModelShape, value, f"{key}.")
-
-
-def _validate(cfg: SweepConfig) -> None:
-    def positive(key: str, value: float) -> None:
-        if not value > 0:
-            raise ConfigError(f"'{key}' must be positive, got {value}")
-
-    if not cfg.name or "/" in cfg.name:
-        raise ConfigError(f"'name' must be a non-empty name without '/', got {cfg.name!r}")
-    if cfg.tokenizer not in TOKENIZERS:
-        raise ConfigError(
-            f"'tokenizer' must be one of {', '.join(TOKENIZERS)}, got {cfg.tokenizer!r}"
-        )
-    positive("context", cfg.context)
-    if not cfg.models and not cfg.points:
-        raise ConfigError("'models' must list at least one model shape")
-    shapes = [(f"models[{i}]", m) for i, m in enumerate(cfg.models)]
-    shapes += [(f"points[{i}].model", p.model) for i, p in enumerate(cfg.points)]
-    shapes += [
-        (f"budgets[{i}].models[{j}]", m)
-        for i, b in enumerate(cfg.budgets)
-        for j, m in enumerate(b.models)
-    ]
-    for where, m in shapes:
-        for attr in ("n_layer", "d_model", "n_head"):
-            positive(f"{where}.{attr}", getattr(m, attr))
-        if m.d_model % m.n_head:
-            raise ConfigError(f"'{where}.n_head' ({m.n_head}) must divide d_model ({m.d_model})")
-    if sum(map(bool, (cfg.tokens, cfg.tokens_per_param, cfg.points, cfg.budgets))) != 1:
-        raise ConfigError(
-            "give exactly one of 'tokens' or 'tokens_per_param' (a list of numbers), 'points' "
-            "or 'budgets'"
-        )
-    for i, b in enumerate(cfg.budgets):
-        positive(f"budgets[{i}].C", b.C)
-    if cfg.budgets and any(not b.models for b in cfg.budgets):
-        if cfg.per_budget < 3:
-            raise ConfigError(f"'per_budget' must be at least 3 (a parabola), got {cfg.per_budget}")
-        if len(cfg.models) < cfg.per_budget:
-            raise ConfigError(
-                f"'models' lists {len(cfg.models)} shapes, fewer than per_budget "
-                f"({cfg.per_budget}) for the budgets that name none"
-            )
-        positive("expected_tokens_per_param", cfg.expected_tokens_per_param)
-    for i, p in enumerate(cfg.points):
-        positive(f"points[{i}].tokens", p.tokens)
-    for i, t in enumerate(cfg.tokens):
-        positive(f"tokens[{i}]", t)
-    for i, t in enumerate(cfg.tokens_per_param):
-        positive(f"tokens_per_param[{i}]", t)
-    t = cfg.train
-    for key in ("batch_size", "lr", "accum", "evals"):
-        positive(f"train.{key}", getattr(t, key))
-    for key in ("min_steps", "warmup_per_param", "lr_ref_width", "lr_width_power"):
-        if getattr(t, key) < 0:
-            raise ConfigError(f"'train.{key}' must be >= 0 (0: off), got {getattr(t, key)}")
-    if t.schedule == "wsd" and (t.min_steps or t.warmup_per_param):
-        raise ConfigError(
-            "'train.min_steps' and 'train.warmup_per_param' set a batch and a warmup per run, "
-            "and a WSD column shares both: use them with cosine or constant schedules"
-        )
-    if t.batch_size % t.accum:
-        raise ConfigError(f"'train.accum' ({t.accum}) must divide batch_size ({t.batch_size})")
-    if not 0 <= t.warmup < 1:
-        raise ConfigError(f"'train.warmup' is a fraction of the run in [0, 1), got {t.warmup}")
-    if not 0 <= t.min_lr_ratio <= 1:
-        raise ConfigError(f"'train.min_lr_ratio' must be in [0, 1], got {t.min_lr_ratio}")
-    if t.schedule not in SCHEDULES:
-        raise ConfigError(
-            f"'train.schedule' must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}"
-        )
-    if t.dtype not in DTYPES:
-        raise ConfigError(f"'train.dtype' must be one of {', '.join(DTYPES)}, got {t.dtype!r}")
-    for key in ("weight_decay", "grad_clip"):
-        if getattr(t, key) < 0:
-            raise ConfigError(f"'train.{key}' must be >= 0, got {getattr(t, key)}")
-    for key in ("beta1", "beta2"):
-        if not 0 <= getattr(t, key) < 1:
-            raise ConfigError(f"'train.{key}' must be in [0, 1), got {getattr(t, key)}")
-    for i, lr in enumerate(cfg.lrs):
-        positive(f"train.lr[{i}]", lr)
-    positive("replicas", cfg.replicas)
-    if cfg.seeds and cfg.replicas > 1:
-        raise ConfigError("give 'seeds' or 'replicas', not both")
-    if len(set(cfg.lrs)) != len(cfg.lrs) or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ConfigError("'train.lr' and 'seeds' must not repeat a value")
-    positive("pack", cfg.pack)
-    if not 0 <= cfg.early_stop < 1:
-        raise ConfigError(f"'early_stop' is a share of each run in [0, 1), got {cfg.early_stop}")
-    if t.schedule == "wsd" and not 0.1 <= t.decay < 1 - t.warmup:
-        raise ConfigError(
-            f"'train.decay' must be in [0.1, 1 - warmup) for schedule wsd, got {t.decay}"
-        )
-    if t.schedule == "wsd" and cfg.early_stop:
-        raise ConfigError("'early_stop' and schedule 'wsd' do not combine: choose one")
-    if cfg.checkpoint_every < 0:
-        raise ConfigError(f"'checkpoint_every' must be >= 0 seconds, got {cfg.checkpoint_every}")
-    positive("eval.tokens", cfg.eval.tokens)
-    positive("eval.batch_size", cfg.eval.batch_size)
-    names = [r.name for r in cfg.runs()]
-    if len(set(names)) != len(names):
-        raise ConfigError("two runs share a name: the models or token counts repeat")

@@ -1,6 +1,7 @@
 """Corpora, the token cache and batches (tokenizers by name: ``jaxscale.tokenizers``).
 
-A corpus spec (``stdlib``, ``synthetic[:key=val,...]``, ``text:PATH``, ``tinystories``,
+A corpus spec (``stdlib``, ``synthetic[:key=val,...]``, ``text:PATH``,
+``task:NAME[:key=val,...]`` (generated arithmetic, ``jaxscale.tasks``), ``tinystories``,
 ``openwebtext[:N]``) is turned into documents, split into train/val by document, tokenized once
 and cached as raw token files that later loads memory-map. Batches are pure functions of
 ``(seed, index)`` so a resumed run sees exactly the batches it would have seen.
@@ -32,7 +33,10 @@ try:  # newer grain exports the dataset API at the top level ...
 except ImportError:  # ... grain 0.2.6-era releases only under grain.python
     from grain.python import MapDataset
 
-CORPORA = "stdlib, synthetic[:key=val,...], text:PATH, tinystories, openwebtext[:N]"
+CORPORA = (
+    "stdlib, synthetic[:key=val,...], text:PATH, task:NAME[:key=val,...], tinystories, "
+    "openwebtext[:N]"
+)
 _FORMAT = "jaxscale-tokens-v1"  # bump to invalidate every token cache
 _EOT = "<|endoftext|>"
 _VAL_PERCENT = 2  # a document goes to val when sha1(its id) % 100 < this
@@ -180,10 +184,26 @@ def _synthetic(arg: str) -> _Source:
     )
 
 
+def _task(arg: str) -> _Source:
+    from jaxscale.tasks import Task, task_documents  # lazy: only task corpora need it
+
+    task = Task.parse(arg)
+    docs = task_documents(task)
+    return _Source(
+        key=_keyed([("", d) for _, d in docs], "task", task.split().fingerprint),
+        docs=docs,
+        n_bytes=sum(len(d) for _, d in docs),
+        separate=False,  # every line ends in a newline, the answer's own end
+        info={"task": task.spec(), "split_fingerprint": task.split().fingerprint},
+    )
+
+
 def _source(spec: str, cache_dir: Path, progress: bool) -> _Source:
     kind, colon, arg = spec.partition(":")
     if spec == "stdlib":
         return _stdlib()
+    if kind == "task" and colon:
+        return _task(arg)
     if kind == "synthetic":
         return _synthetic(arg)
     if kind == "text" and colon:

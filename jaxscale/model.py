@@ -144,6 +144,38 @@ def token_nats(graphdef: nnx.GraphDef, params: nnx.State, batch_BxLp1: jax.Array
     return logz_BxL - picked_BxL
 
 
-def loss_fn(graphdef: nnx.GraphDef, params: nnx.State, batch_BxLp1: jax.Array) -> jax.Array:
-    """Mean next-token cross-entropy in nats: the training objective."""
-    return token_nats(graphdef, params, batch_BxLp1).mean()
+def span_mask(batch_BxLp1: jax.Array, span: tuple[int, int]) -> jax.Array:
+    """Which targets of ``batch[:, 1:]`` lie in a span: (B, L) bool.
+
+    Target j is in a span when the last of the tokens ``span = (open, close)`` among the inputs
+    ``batch[:, :j+1]`` is ``open``: the span's tokens after ``open`` up to and including
+    ``close``. Targets before the window's first marker are outside (their opening is unseen).
+
+    Example:
+      >>> span_mask(jnp.array([[10, 49, 61, 50, 10, 51]]), (61, 10)).astype(int)
+      Array([[0, 0, 1, 1, 0]], dtype=int32)
+    """
+    inputs_BxL = batch_BxLp1[:, :-1]
+    marker_BxL = jnp.where(inputs_BxL == span[0], 1, jnp.where(inputs_BxL == span[1], -1, 0))
+    pos_BxL = jnp.where(marker_BxL != 0, jnp.arange(inputs_BxL.shape[1]), -1)
+    last_BxL = jax.lax.cummax(pos_BxL, axis=1)
+    state_BxL = jnp.take_along_axis(marker_BxL, jnp.maximum(last_BxL, 0), axis=1)
+    return (last_BxL >= 0) & (state_BxL == 1)
+
+
+def loss_fn(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    batch_BxLp1: jax.Array,
+    span: tuple[int, int] | None = None,
+) -> jax.Array:
+    """Mean next-token cross-entropy in nats: the training objective.
+
+    With ``span`` (``train: {loss_on: answer}``), the mean over the targets ``span_mask``
+    selects only: Σ nats·m / max(1, Σ m). Without it, the mean over every token.
+    """
+    nats_BxL = token_nats(graphdef, params, batch_BxLp1)
+    if span is None:
+        return nats_BxL.mean()
+    mask_BxL = span_mask(batch_BxLp1, span)
+    return jnp.where(mask_BxL, nats_BxL, 0.0).sum() / jnp.maximum(mask_BxL.sum(), 1)

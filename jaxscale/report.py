@@ -90,6 +90,8 @@ def write_report(
     sections += markdown.predicted_md(records, include_predicted) + markdown.cost_md(cost)
     sections += markdown.comparison_md(comparison) if comparison else []
     sections += repeated_md
+    ttc_md = out_dir / "ttc.md"  # the test-time compute lab's section, when it ran
+    sections += ttc_md.read_text().splitlines() if ttc_md.exists() else []
     sections += markdown.figures_md(figures) + markdown.provenance_md(provenance)
     (out_dir / "report.md").write_text("\n".join(sections))
     return a

@@ -95,7 +95,8 @@ def sweep(
 ) -> None:
     """Train every (model, tokens) run of CONFIG not yet done, then fit and report.
 
-    Results go to DIR/results.jsonl (one line per run); re-running skips finished runs. With
+    Results go to DIR/results.jsonl (one line per run); re-running skips finished runs. A
+    config with a ttc: section then samples every model on its task (DIR/ttc.json). With
     --launcher submitit or ray each job (a run, or a pack of runs) is a task of its own.
     """
     cfg = load_config(config, overrides)
@@ -113,6 +114,11 @@ def sweep(
     ok = sum(r["status"] == "ok" for r in records)
     click.echo(f"{ok} of {len(records)} runs finished in {out_dir}/results.jsonl")
     if not no_fit:
+        if cfg.ttc is not None:  # before the report, which includes its section
+            from jaxscale.ttc_lab import run_ttc  # lazy: sampling and its figures
+
+            run_ttc(cfg, out_dir, progress=not quiet, say=click.echo)
+            click.echo(f"test-time compute: {out_dir}/ttc.json")
         echo_report(out_dir)
         if tracker:
             tracker.log_laws()

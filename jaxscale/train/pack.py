@@ -40,7 +40,7 @@ from jaxscale.data import Corpus, batch_dataset
 from jaxscale.model import init_model
 from jaxscale.train.metrics import MetricsLog, RunOutcome, Slot, StepMetrics, StepRecord
 from jaxscale.train.schedule import lr_table, planned_steps, stop_step
-from jaxscale.train.step import AdamW, evaluate, make_optimizer, make_pack_step
+from jaxscale.train.step import AdamW, evaluate, loss_span, make_optimizer, make_pack_step
 
 # One graph definition per model structure: the compiled steps are keyed by it, and flax 0.10's
 # GraphDefs of the same structure compare unequal, which recompiled every run of a shape there.
@@ -51,7 +51,8 @@ def loop_key(train: TrainConfig) -> Hashable:
     """The settings every model of a pack shares: its batch (size, micro-batches), compute
     dtype, validation count and optimiser (``AdamW``), i.e. the loop and the compiled step.
     Peak lr, warmup and schedule may differ from model to model."""
-    return (train.batch_size, train.accum, train.dtype, train.evals, AdamW.of(train))
+    return (train.batch_size, train.accum, train.dtype, train.evals, AdamW.of(train),
+            train.loss_on)  # fmt: skip
 
 
 def pack_key(spec: RunSpec) -> Hashable:
@@ -131,6 +132,7 @@ class Pack:
         self.resumed_at = self.step
         self.params, self.opt_state = state
         self.step_fn = make_pack_step(self.graphdef, train, self.mesh, context)
+        self.span = loss_span(train)
         self.lag = metrics_lag()
         self.t_first: float | None = None
         self.timed_steps, self.eval_s = 0, 0.0
@@ -257,7 +259,13 @@ class Pack:
         """Validate every live model now; append to its curve and logs."""
         t0 = time.perf_counter()
         vals = evaluate(
-            self.graphdef, self.params, self.corpus, self.context, self.eval_cfg, self.mesh
+            self.graphdef,
+            self.params,
+            self.corpus,
+            self.context,
+            self.eval_cfg,
+            self.mesh,
+            span=self.span,
         )
         self.eval_s += time.perf_counter() - t0
         tokens = self.step * self.tokens_per_step

@@ -33,7 +33,7 @@ from jaxscale.backend import (
 )
 from jaxscale.config import EvalConfig, TrainConfig
 from jaxscale.data import Corpus, eval_batches
-from jaxscale.model import loss_fn, token_nats
+from jaxscale.model import loss_fn, span_mask, token_nats
 
 Metrics = dict[str, jax.Array]
 StepFn = Callable[..., tuple[nnx.State, optax.OptState, Metrics]]
@@ -118,10 +118,12 @@ def _train_step(
     graphdef: nnx.GraphDef,
     opt: AdamW,
     accum: int = 1,
+    span: tuple[int, int] | None = None,
 ) -> tuple[nnx.State, optax.OptState, Metrics]:
     """One optimiser step on ``batch`` (B, L+1) in ``accum`` micro-batches (split by
-    ``_split_rows``), their gradients accumulated with a scan."""
-    grad_fn = jax.value_and_grad(functools.partial(loss_fn, graphdef))
+    ``_split_rows``), their gradients accumulated with a scan. ``span``: the loss covers only
+    the targets of ``model.span_mask`` (None: every token)."""
+    grad_fn = jax.value_and_grad(lambda p, b: loss_fn(graphdef, p, b, span))
     if accum == 1:
         loss, grads = grad_fn(params, batch)
     else:
@@ -141,7 +143,7 @@ def _train_step(
 
 # One model's step (the sweeps run ``pack_step``, which wraps the same ``_train_step``).
 train_step = jax.jit(
-    _train_step, static_argnames=("graphdef", "opt", "accum"), donate_argnums=(0, 1)
+    _train_step, static_argnames=("graphdef", "opt", "accum", "span"), donate_argnums=(0, 1)
 )
 
 
@@ -156,6 +158,7 @@ def _pack_step(
     groups: int,
     vectorize: bool,
     accum: int,
+    span: tuple[int, int] | None = None,
 ) -> tuple[nnx.State, optax.OptState, Metrics]:
     """``_train_step`` over a pack: every argument has a leading axis of P models.
 
@@ -167,7 +170,7 @@ def _pack_step(
     runs one after another, on 1 CPU device). A pack of one is not vmapped at all: XLA:CPU ran
     its size-1 batched matmuls 8% slower than plain ones.
     """
-    step = functools.partial(_train_step, graphdef=graphdef, opt=opt, accum=accum)
+    step = functools.partial(_train_step, graphdef=graphdef, opt=opt, accum=accum, span=span)
     if lr.shape[0] == 1:
         out = step(*jax.tree.map(lambda x: x[0], (params, opt_state, batch, lr)))
         return jax.tree.map(lambda x: x[None], out)
@@ -184,7 +187,7 @@ def _pack_step(
     return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
 
 
-_PACK_STATIC = ("graphdef", "opt", "groups", "vectorize", "accum")
+_PACK_STATIC = ("graphdef", "opt", "groups", "vectorize", "accum", "span")
 pack_step = jax.jit(_pack_step, static_argnames=_PACK_STATIC, donate_argnums=(0, 1))
 # jax-metal cannot donate buffers (REFERENCE.md): the same step without donation for it.
 _pack_step_kept = jax.jit(_pack_step, static_argnames=_PACK_STATIC)
@@ -209,19 +212,49 @@ def make_pack_step(graphdef: nnx.GraphDef, cfg: TrainConfig, mesh: Mesh, context
         groups=mesh.shape["pack"],
         vectorize=vectorize_packs(),
         accum=micro_batches(cfg, context, mesh.shape["data"]),
+        span=loss_span(cfg),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "pieces"))
+def loss_span(cfg: TrainConfig) -> tuple[int, int] | None:
+    """The (open, close) tokens of the spans the loss covers: ``tasks.ANSWER_SPAN`` under
+    ``loss_on: answer``, None (every token) under ``all``.
+
+    Example:
+      >>> loss_span(TrainConfig(loss_on="answer"))
+      (61, 10)
+    """
+    if cfg.loss_on == "all":
+        return None
+    from jaxscale.tasks import ANSWER_SPAN
+
+    return ANSWER_SPAN
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "pieces", "span"))
 def _pack_eval_sum(
-    params: nnx.State, batch: jax.Array, *, graphdef: nnx.GraphDef, pieces: int
+    params: nnx.State,
+    batch: jax.Array,
+    *,
+    graphdef: nnx.GraphDef,
+    pieces: int,
+    span: tuple[int, int] | None = None,
 ) -> jax.Array:
-    """Summed nats of one validation batch under each of a pack's models: shape (P,). The batch
-    goes through in ``pieces`` micro-batches, as a train step's does."""
+    """Summed nats of one validation batch under each of a pack's models, shape (P,), and the
+    count of targets summed. The batch goes through in ``pieces`` micro-batches, as a train
+    step's does; with ``span``, only the targets of ``model.span_mask`` count."""
     micro = _split_rows(batch, pieces)
 
-    def nats(p: nnx.State) -> jax.Array:
-        return jax.lax.map(lambda mb: token_nats(graphdef, p, mb).sum(), micro).sum()
+    def summed(p: nnx.State, mb: jax.Array) -> tuple[jax.Array, jax.Array]:
+        nats = token_nats(graphdef, p, mb)
+        if span is None:
+            return nats.sum(), jnp.asarray(nats.size, jnp.float32)
+        mask = span_mask(mb, span)
+        return jnp.where(mask, nats, 0.0).sum(), mask.sum().astype(jnp.float32)
+
+    def nats(p: nnx.State) -> tuple[jax.Array, jax.Array]:
+        sums, counts = jax.lax.map(lambda mb: summed(p, mb), micro)
+        return sums.sum(), counts.sum()
 
     return jax.vmap(nats)(params)
 
@@ -233,9 +266,11 @@ def evaluate(
     context: int,
     cfg: EvalConfig,
     mesh: Mesh,
+    span: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Mean validation loss in nats/token of each model of a pack (params with a leading P axis)
-    over the first ``cfg.tokens`` held-out tokens; every model sees the same batches.
+    over the first ``cfg.tokens`` held-out tokens; every model sees the same batches. With
+    ``span`` (``loss_span``), the mean over the answer tokens only, as the model was trained.
 
     The batches' sums stay on the device and are fetched once, at the end.
 
@@ -244,16 +279,20 @@ def evaluate(
       ... # doctest: +SKIP
       array([5.1, 5.3, 4.9, 5.0], dtype=float32)
     """
-    total, count = None, 0
+    total, count = None, None
     for batch in eval_batches(
         corpus.val, batch_size=cfg.batch_size, context=context, max_tokens=cfg.tokens
     ):
         sharding, rows = eval_sharding(mesh), batch.shape[0] // mesh.shape["data"]
         if batch.shape[0] % mesh.shape["data"]:  # a short last batch: on every device whole
             sharding, rows = NamedSharding(mesh, PartitionSpec()), batch.shape[0]
-        batch_sum = _pack_eval_sum(
-            params, place(batch, sharding), graphdef=graphdef, pieces=_pieces(rows, context)
+        batch_sum, batch_count = _pack_eval_sum(
+            params,
+            place(batch, sharding),
+            graphdef=graphdef,
+            pieces=_pieces(rows, context),
+            span=span,
         )
         total = batch_sum if total is None else total + batch_sum
-        count += batch.shape[0] * (batch.shape[1] - 1)
-    return fetch(total) / count
+        count = batch_count if count is None else count + batch_count
+    return fetch(total) / np.maximum(fetch(count), 1)

@@ -1,0 +1,245 @@
+"""Arithmetic tasks with exact verifiers: generated problems, a disjoint train/test split, and the
+corpus lines a sweep trains on (``corpus: "task:addition:digits=2,format=reverse"``).
+
+A problem is two operands below 10^digits and an operator; its line is the prompt
+``"\\n" + a op b + "="`` (operands zero-padded to ``digits``, so every prompt of a task has the
+same length) followed by the completion and a newline:
+
+* ``plain``: the result zero-padded to the widest result's digits, e.g. ``07+48=055``;
+* ``reverse``: those digits reversed, least significant first (Lee et al. 2023): ``07+48=550``
+  and ``35+68=301``;
+* ``scratchpad``: a chain of variable length, then ``|`` and the result. Addition writes one
+  step per digit from the least significant, ``a_i+b_i+carry>digit`` (``7+8+0>5c1``); multiplication
+  one partial product per digit of b (``07*48>56,07*40>280``); the chain holds no ``=`` and no
+  newline.
+
+The loss mask of ``train: {loss_on: answer}`` covers exactly the targets after ``=`` up to and
+including the newline (``ANSWER_SPAN``): the completion, scratchpad included, and its end.
+
+Example:
+    >>> task = Task.parse("addition:digits=2,format=reverse,test=100")
+    >>> p = task.split().test[0]
+    >>> task.check(p, task.completion(p))
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+import numpy as np
+
+from jaxscale.errors import DataError
+
+OPS = {"addition": "+", "multiplication": "*"}
+FORMATS = ("plain", "reverse", "scratchpad")
+ANSWER_SPAN = (ord("="), ord("\n"))  # byte tokens opening and closing an answer
+_KEYS = ("digits", "format", "train", "test", "val", "seed")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One arithmetic problem: ``a op b``."""
+
+    a: int
+    b: int
+    op: str  # "+" or "*"
+
+    @property
+    def answer(self) -> int:
+        """The true result."""
+        return self.a + self.b if self.op == "+" else self.a * self.b
+
+
+@dataclass(frozen=True)
+class Split:
+    """Disjoint problem sets; ``fingerprint`` hashes the task and all three sets."""
+
+    train: tuple[Problem, ...]
+    val: tuple[Problem, ...]
+    test: tuple[Problem, ...]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """An arithmetic task: operator, digits, format, and the sizes of its split.
+
+    Args:
+      name: ``addition`` or ``multiplication``.
+      digits: operands are uniform in [0, 10^digits).
+      format: ``plain``, ``reverse`` or ``scratchpad``.
+      train, test, val: problems in each set (train 0: every problem not in test or val).
+      seed: the shuffle that makes the split.
+    """
+
+    name: str
+    digits: int = 2
+    format: str = "plain"
+    train: int = 0
+    test: int = 500
+    val: int = 200
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, arg: str) -> Task:
+        """``addition:digits=3,format=reverse`` (the part after ``task:``) -> Task.
+
+        Raises:
+          DataError: an unknown task, key, format, or an impossible size.
+        """
+        name, _, opts = arg.partition(":")
+        if name not in OPS:
+            raise DataError(f"unknown task {name!r}; use one of: {', '.join(OPS)}")
+        kw: dict[str, int | str] = {}
+        for item in filter(None, opts.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or key not in _KEYS:
+                raise DataError(f"task option {item!r}: use key=value with keys {', '.join(_KEYS)}")
+            if key == "format":
+                kw[key] = value
+            else:
+                try:
+                    kw[key] = int(value)
+                except ValueError:
+                    raise DataError(f"task option {key} must be an integer: {value!r}") from None
+        task = cls(name, **kw)  # type: ignore[arg-type]
+        task.validate()
+        return task
+
+    def validate(self) -> None:
+        """Raise DataError unless the task can be generated."""
+        if self.format not in FORMATS:
+            raise DataError(f"task format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if not 1 <= self.digits <= 6:
+            raise DataError(f"task digits must be in 1..6, got {self.digits}")
+        if self.test < 1 or self.val < 1 or self.train < 0:
+            raise DataError("task sizes: test and val must be >= 1, train >= 0")
+        if self.test + self.val + max(self.train, 1) > self.space:
+            raise DataError(
+                f"{self.name} with {self.digits} digits has {self.space} problems, fewer than "
+                f"test + val + train = {self.test + self.val + max(self.train, 1)}"
+            )
+
+    @property
+    def op(self) -> str:
+        """``+`` or ``*``."""
+        return OPS[self.name]
+
+    @property
+    def space(self) -> int:
+        """How many distinct problems exist: (10^digits)^2."""
+        return 10 ** (2 * self.digits)
+
+    @cached_property
+    def _split(self) -> Split:
+        rng = np.random.default_rng((self.seed, self.digits, list(OPS).index(self.name)))
+        # Distinct problem indices a·10^d + b: the whole space shuffled when it is small,
+        # otherwise sampled (with rejection of repeats) to what the split needs.
+        need = self.test + self.val + (self.train or self.space)
+        if self.space <= 1 << 22:
+            idx = rng.permutation(self.space)[:need]
+        else:
+            idx = np.unique(rng.integers(0, self.space, size=2 * need))
+            idx = rng.permutation(idx)[:need]
+        base = 10**self.digits
+        probs = tuple(Problem(int(i // base), int(i % base), self.op) for i in idx)
+        test, val = probs[: self.test], probs[self.test : self.test + self.val]
+        train = probs[self.test + self.val :]
+        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        for part in (train, val, test):
+            h.update(np.asarray([(p.a, p.b) for p in part], np.int64).tobytes())
+            h.update(b"|")
+        return Split(train, val, test, h.hexdigest()[:16])
+
+    def split(self) -> Split:
+        """The train/val/test problems, disjoint by construction (one shuffled index space)."""
+        return self._split
+
+    # --- text ------------------------------------------------------------------------------
+
+    def prompt(self, p: Problem) -> str:
+        """``"\\n07+48="``: what the model is given (its length is the same for every problem)."""
+        d = self.digits
+        return f"\n{p.a:0{d}d}{p.op}{p.b:0{d}d}="
+
+    def completion(self, p: Problem) -> str:
+        """The correct completion after the prompt, without the closing newline."""
+        answer = str(p.answer).zfill(self.answer_width)
+        if self.format == "plain":
+            return answer
+        if self.format == "reverse":
+            return answer[::-1]
+        return f"{self._chain(p)}|{p.answer}"
+
+    @property
+    def answer_width(self) -> int:
+        """Digits of the largest result: every answer is zero-padded to it (plain, reverse)."""
+        return len(str((10**self.digits - 1) ** 2 if self.op == "*" else 2 * 10**self.digits - 2))
+
+    def _chain(self, p: Problem) -> str:
+        d = self.digits
+        if p.op == "+":
+            steps, carry = [], 0
+            for i in range(d):
+                x, y = p.a // 10**i % 10, p.b // 10**i % 10
+                total = x + y + carry
+                steps.append(f"{x}+{y}+{carry}>{total % 10}c{total // 10}")
+                carry = total // 10
+            return ",".join(steps)
+        return ",".join(
+            f"{p.a:0{d}d}*{p.b // 10**i % 10 * 10**i}>{p.a * (p.b // 10**i % 10) * 10**i}"
+            for i in range(d)
+        )
+
+    def line(self, p: Problem) -> str:
+        """The training text of one problem: prompt, completion, newline (the prompt's leading
+        newline is the previous line's end, so lines are joined without it)."""
+        return self.prompt(p)[1:] + self.completion(p) + "\n"
+
+    def parse_answer(self, text: str) -> int | None:
+        """The integer a completion states (up to its first newline), or None if unparsable.
+
+        Example:
+          >>> Task("addition", format="reverse").parse_answer("301\\n")
+          103
+        """
+        text = text.split("\n", 1)[0]
+        if self.format == "scratchpad":
+            if "|" not in text:
+                return None
+            text = text.rsplit("|", 1)[1]
+        if not text.isascii() or not text.isdigit() or len(text) > 2 * self.digits + 1:
+            return None
+        return int(text[::-1] if self.format == "reverse" else text)
+
+    def check(self, p: Problem, text: str) -> bool:
+        """Exact check: the completion's stated answer equals ``p.answer``."""
+        return self.parse_answer(text) == p.answer
+
+    def max_completion(self) -> int:
+        """An upper bound on the completion's length in bytes, its newline included."""
+        worst = Problem(10**self.digits - 1, 10**self.digits - 1, self.op)
+        return len(self.completion(worst)) + 1
+
+    def spec(self) -> str:
+        """The corpus spec that names this task."""
+        opts = ",".join(f"{k}={getattr(self, k)}" for k in _KEYS)
+        return f"task:{self.name}:{opts}"
+
+
+def task_documents(task: Task, lines_per_doc: int = 256) -> list[tuple[bool, bytes]]:
+    """(is_val, document) of a task's corpus: blocks of train lines, then blocks of val lines.
+
+    The test problems are in neither: they are only for ``jaxscale.ttc``'s evaluation.
+    """
+    split = task.split()
+    docs = []
+    for is_val, probs in ((False, split.train), (True, split.val)):
+        for start in range(0, len(probs), lines_per_doc):
+            text = "".join(task.line(p) for p in probs[start : start + lines_per_doc])
+            docs.append((is_val, text.encode()))
+    return docs
