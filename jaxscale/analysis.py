@@ -45,6 +45,7 @@ from jaxscale.laws.isoflop import group_budgets
 BOOTSTRAP = 400  # resamples behind every interval of a sweep's report
 CI_LEVEL = 0.95
 HELDOUT_TOLERANCE = 0.02  # a held-out run missed by more than this (relative) is a warning
+TRUTH_TOLERANCE = 0.05  # a fitted E this far (relative) from a known entropy is a warning
 CURVE_SAMPLES = 200  # bootstrap laws behind the band of approach 3's N_opt(C) curve
 RUNNER_UP_GAP = 0.01  # another optimum within 1% of the objective: the law is not pinned down
 
@@ -267,6 +268,12 @@ def analyse(
         fit = fits["L_ND"]
         truth = {"entropy": entropy, "E": fit.params["E"], "E_ci": list(fit.ci["E"]) if fit.ci
                  else None, "rel_err": (fit.params["E"] - entropy) / entropy}  # fmt: skip
+        if abs(truth["rel_err"]) > TRUTH_TOLERANCE:
+            warnings.append(
+                f"the fitted E = {fit.params['E']:.4g} is {100 * truth['rel_err']:+.1f}% from the "
+                f"corpus' exact entropy {entropy:.4g} (tolerance {100 * TRUTH_TOLERANCE:g}%): the "
+                "law's floor is wrong; train larger models for longer, nearer the floor"
+            )
     return SweepAnalysis(design, fits, skipped, iso, heldout, optimal, agreement, truth, warnings)
 
 

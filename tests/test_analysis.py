@@ -1,0 +1,51 @@
+"""A sweep's checks on ladders with a known answer: a ladder drawn from a Chinchilla law passes
+them all; one whose largest budget breaks the law, or whose corpus' entropy is not the fitted E,
+is warned about."""
+
+import numpy as np
+import pytest
+
+from jaxscale.analysis import analyse
+from jaxscale.laws import Chinchilla
+
+TRUE = Chinchilla(E=1.5, A=400.0, B=1200.0, alpha=0.34, beta=0.30)
+
+
+def isoflop_points(noise: float = 0.002, top_shift: float = 0.0) -> list[dict]:
+    """5 budgets 4x apart x 7 sizes around each budget's optimum, C = 6ND; the largest budget's
+    losses multiplied by (1 + top_shift)."""
+    rng = np.random.default_rng(0)
+    budgets = 1e18 * 4.0 ** np.arange(5)
+    points = []
+    for C in budgets:
+        n_opt = (C / 6) ** (TRUE.beta / (TRUE.alpha + TRUE.beta))  # roughly central
+        for N in n_opt * np.geomspace(1 / 8, 8, 7):
+            D = C / (6 * N)
+            loss = float(TRUE(N, D)) * np.exp(rng.normal(0, noise))
+            loss *= 1 + (top_shift if C == budgets[-1] else 0.0)
+            points.append({"N": N, "D": D, "C": C, "loss": loss, "budget": C})
+    return points
+
+
+def test_a_ladder_drawn_from_the_law_passes_every_check() -> None:
+    a = analyse(isoflop_points(), entropy=TRUE.E, bootstrap=50)
+    assert a.warnings == []
+    assert a.heldout["max_abs_rel_err"] < 0.01
+    assert a.agreement["agree"]
+    assert a.truth["rel_err"] == pytest.approx(0.0, abs=0.05)
+    lo, hi = a.fits["L_ND"].ci["alpha"]
+    assert lo <= TRUE.alpha <= hi
+    expected_a = TRUE.beta / (TRUE.alpha + TRUE.beta)
+    assert a.optimal["a"] == pytest.approx(expected_a, abs=0.03)
+
+
+def test_a_largest_budget_off_the_law_fails_the_held_out_check() -> None:
+    a = analyse(isoflop_points(top_shift=-0.05), bootstrap=0)
+    assert a.heldout["max_abs_rel_err"] > 0.04
+    assert any("does not extrapolate" in w for w in a.warnings)
+
+
+def test_a_fitted_floor_away_from_the_known_entropy_is_a_warning() -> None:
+    a = analyse(isoflop_points(), entropy=1.2 * TRUE.E, bootstrap=0)
+    assert a.truth["rel_err"] == pytest.approx(1 / 1.2 - 1, abs=0.05)
+    assert any("exact entropy" in w for w in a.warnings)
