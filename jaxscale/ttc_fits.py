@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -254,3 +255,39 @@ def require_models(models: Sequence[Any]) -> None:
     """Raise a UserError when there is no evaluated model to fit."""
     if not models:
         raise UserError("no finished run to evaluate: train the ladder first")
+
+
+FIT_R2 = 0.9  # a law or coverage fit that explains less than this is warned about
+
+
+def ttc_warnings(result: Mapping[str, Any]) -> list[str]:
+    """What in a lab's result cannot be trusted, one line each: the test-time law or a coverage
+    fit that explains less than :data:`FIT_R2` of the variance (a model already at pass@1 ≥ 0.99
+    excepted), a trade drawn through fewer than 3 models, greedy exact match falling with N.
+
+    Example:
+      >>> ttc_warnings({"law": {"r2": 0.2}, "models": [], "trade": {"points": []}})[0][:27]
+      'Accuracy(N, T) = α·(N·T)^β '
+    """
+    out = []
+    r2 = result["law"].get("r2")
+    if r2 is not None and r2 < FIT_R2:
+        out.append(
+            f"Accuracy(N, T) = α·(N·T)^β explains this ladder poorly (R² {r2:.2f} < {FIT_R2}): "
+            "accuracy does not grow as a power of N·T here; do not extrapolate the law"
+        )
+    for m in result["models"]:
+        fit_r2 = m["coverage_fit"].get("r2")
+        if fit_r2 is not None and fit_r2 < FIT_R2 and m["pass_at_k"].get("1", 0.0) < 0.99:
+            out.append(f"the coverage fit of {m['run']} has R² {fit_r2:.2f} < {FIT_R2}")
+    points = result["trade"].get("points", [])
+    crossing = {p["log10_train_flops"] for p in points}
+    if points and len(crossing) < 3:
+        out.append(
+            f"the train/test trade rests on {len(crossing)} models crossing its levels: its "
+            "slope is a line through that few; add models or levels between their accuracies"
+        )
+    em = [m["greedy_exact_match"] for m in sorted(result["models"], key=lambda m: m["N"])]
+    if any(b < a for a, b in itertools.pairwise(em)):
+        out.append("greedy exact match falls somewhere as N grows: a run may be undertrained")
+    return out

@@ -44,6 +44,7 @@ from jaxscale.ttc_fits import (
     require_models,
     statement,
     trade,
+    ttc_warnings,
 )
 
 TTC_FILE = "ttc.json"
@@ -168,6 +169,7 @@ def run_ttc(
         "wall_s": time.perf_counter() - t0,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    result["warnings"] = ttc_warnings(result)
     (out_dir / TTC_FILE).write_text(json.dumps(result, indent=1) + "\n")
     from jaxscale.ttc_report import ttc_figures, ttc_markdown  # lazy: matplotlib
 
@@ -198,6 +200,7 @@ def summary_lines(result: dict[str, Any]) -> str:
         )
     out.append(result["statement"])
     out.append(f"decode: {result['decode_tokens_per_s']:,.0f} tokens/s")
+    out += [f"warning: {w}" for w in result.get("warnings", [])]
     return "\n".join(out)
 
 

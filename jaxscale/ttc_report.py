@@ -151,6 +151,10 @@ def ttc_markdown(result: dict[str, Any], figures: Sequence[Path]) -> list[str]:
         f"**{result['statement']}**",
         "",
     ]
+    warnings = result.get("warnings", [])
+    if warnings:
+        out += [f"**{len(warnings)} warning(s)**: read them before using these fits.", ""]
+        out += [f"- {w}" for w in warnings] + [""]
     if law["alpha"] is not None:
         ci = law["ci"] or {}
         out += [

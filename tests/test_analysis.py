@@ -22,7 +22,7 @@ def isoflop_points(noise: float = 0.002, top_shift: float = 0.0) -> list[dict]:
         for N in n_opt * np.geomspace(1 / 8, 8, 7):
             D = C / (6 * N)
             loss = float(TRUE(N, D)) * np.exp(rng.normal(0, noise))
-            loss *= 1 + (top_shift if C == budgets[-1] else 0.0)
+            loss *= 1 + (top_shift if budgets[-1] == C else 0.0)
             points.append({"N": N, "D": D, "C": C, "loss": loss, "budget": C})
     return points
 

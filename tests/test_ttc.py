@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 from math import comb
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -276,3 +277,25 @@ def test_bad_ttc_section_is_one_line_exit_2(tmp_path, capsys, ttc, corpus, needl
     assert needle in err and not (tmp_path / "o").exists()
     with pytest.raises(ConfigError):
         config_from_dict(cfg)
+
+
+def test_the_lab_warns_about_the_fits_it_cannot_trust():
+    """The committed example (a real run): its law (R² 0.20), one coverage fit (R² 0.83) and a
+    trade through two models are each warned about; a result that passes says nothing."""
+    import copy
+
+    from jaxscale.ttc_fits import ttc_warnings
+
+    example = Path(__file__).resolve().parents[1] / "reports" / "examples" / "ttc" / "ttc.json"
+    result = json.loads(example.read_text())
+    warned = ttc_warnings(result)
+    assert len(warned) == 3, warned
+    assert "R² 0.20" in warned[0] and "L2-d16-h2_D791k" in warned[1] and "2 models" in warned[2]
+    good = copy.deepcopy(result)
+    good["law"]["r2"] = 0.95
+    for m in good["models"]:
+        m["coverage_fit"]["r2"] = 0.97
+    good["trade"]["points"].append({"level": 0.5, "log10_train_flops": 99.0, "log10_test_flops": 1})
+    assert ttc_warnings(good) == []
+    good["models"][-1]["greedy_exact_match"] = 0.0
+    assert "exact match falls" in ttc_warnings(good)[0]
