@@ -30,7 +30,13 @@ import numpy as np
 
 from jaxscale.errors import FitDataError, UserError
 from jaxscale.laws.result import FitResult
-from jaxscale.laws.solver import CONVERGED_GTOL, Solver, multistart
+from jaxscale.laws.solver import (
+    CONVERGED_GTOL,
+    Solver,
+    multistart,
+    padded_points,
+    run_padded,
+)
 from jaxscale.laws.spec import (
     CHINCHILLA,
     HUBER_DELTA,
@@ -96,42 +102,6 @@ def _compiled(spec: Spec) -> _Compiled:
         jax.jit(jax.vmap(param_vec)),
         jax.jit(jax.vmap(spec.rescale, in_axes=(0, None))),
     )
-
-
-def _bucket(k: int) -> int:
-    """Sizes are padded up to a power of two (at least 8) so that fits of a few more or fewer
-    points or starts reuse one compiled solver instead of compiling their own."""
-    return max(8, 1 << (k - 1).bit_length())
-
-
-class _Points(NamedTuple):
-    """The points as the solver sees them: inputs scaled, padded with zero-weight points."""
-
-    xs: tuple[jax.Array, ...]
-    log_y: jax.Array
-    n: int  # the real points, first
-
-
-def _padded_points(xs: Sequence[np.ndarray], log_s: np.ndarray, y: np.ndarray) -> _Points:
-    n = len(y)
-    pad = _bucket(n) - n
-    scaled = tuple(
-        jnp.asarray(np.r_[x / np.exp(s), np.ones(pad)]) for x, s in zip(xs, log_s, strict=True)
-    )
-    return _Points(scaled, jnp.asarray(np.r_[np.log(y), np.zeros(pad)]), n)  # fmt: skip
-
-
-def _run(solve: Callable, th: np.ndarray, w: np.ndarray, pts: _Points, cap: int) -> tuple:
-    """``solve`` from the rows of ``th`` with point weights ``w`` ((n,) or one row per start),
-    the starts padded to a bucket with copies that weigh nothing; returns the real starts'
-    (θ, objective, iterations)."""
-    k, n_pad = len(th), len(pts.log_y)
-    w = np.broadcast_to(np.asarray(w, dtype=np.float64), (k, pts.n))
-    lanes = _bucket(k)
-    th = np.concatenate([th, np.repeat(th[:1], lanes - k, axis=0)])
-    w = np.pad(w, ((0, lanes - k), (0, n_pad - pts.n)))
-    out = solve(jnp.asarray(th), jnp.asarray(w), pts.xs, pts.log_y, cap)
-    return tuple(np.asarray(v)[:k] for v in jax.device_get(out))
 
 
 def start_grid(spec: Spec, grid: Mapping[str, Sequence[float]] | np.ndarray | None) -> np.ndarray:
@@ -241,7 +211,7 @@ def fit_form(
     c = _compiled(spec)
     with x64():
         xs_j, log_y = tuple(jnp.asarray(x) for x in xs), jnp.log(jnp.asarray(y))
-        pts = _padded_points(xs, log_s, y)
+        pts = padded_points(xs, log_s, y)
         log_s_j = jnp.asarray(log_s)
         solve = multistart(spec, solver)
         ones = np.ones(n)
@@ -254,13 +224,13 @@ def fit_form(
             # the screen: every start of the grid, a few dozen iterations
             starts = start_grid(spec, grid)
             scaled = np.asarray(c.rescale(jnp.asarray(starts), log_s_j))
-            screened, f1, _ = _run(solve, scaled, ones, pts, solver.screen_iter)
+            screened, f1, _ = run_padded(solve, scaled, ones, pts, solver.screen_iter)
             f1 = np.where(np.isfinite(f1), f1, np.inf)
             p1 = np.asarray(c.params(c.rescale(jnp.asarray(screened), -log_s_j)))
             th1 = screened[_refine_set(p1, f1, solver.refine)]
             searched = f"the {len(th1)} best of {len(starts)} grid starts after a screen"
         # the refinement, to convergence
-        th2, f2, k2 = _run(solve, th1, ones, pts, solver.max_iter)
+        th2, f2, k2 = run_padded(solve, th1, ones, pts, solver.max_iter)
         f2 = np.where(np.isfinite(f2), f2, np.inf)
         order = np.argsort(f2)
         best = int(order[0])
@@ -301,7 +271,7 @@ def fit_form(
             profiled = spec.profile_starts if grid is None else None
             th0 = _bootstrap_starts(warm, profiled, log_xn, y, counts, 2)
             s = th0.shape[1]
-            bt, bv, _ = _run(
+            bt, bv, _ = run_padded(
                 solve, th0.reshape(-1, p), np.repeat(counts, s, axis=0), pts,
                 solver.bootstrap_iter,
             )  # fmt: skip

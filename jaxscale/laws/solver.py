@@ -14,11 +14,12 @@ its line search fails twice, or at its iteration cap.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import optax.tree_utils as otu
 
@@ -168,3 +169,39 @@ def _multistart(spec: Spec, cfg: Solver) -> Callable:
         return lanes.th, lanes.f, lanes.k
 
     return jax.jit(solve)
+
+
+def bucket(k: int) -> int:
+    """Sizes are padded up to a power of two (at least 8) so that fits of a few more or fewer
+    points or starts reuse one compiled solver instead of compiling their own."""
+    return max(8, 1 << (k - 1).bit_length())
+
+
+class Points(NamedTuple):
+    """The points as the solver sees them: inputs scaled, padded with zero-weight points."""
+
+    xs: tuple[jax.Array, ...]
+    log_y: jax.Array
+    n: int  # the real points, first
+
+
+def padded_points(xs: Sequence[np.ndarray], log_s: np.ndarray, y: np.ndarray) -> Points:
+    n = len(y)
+    pad = bucket(n) - n
+    scaled = tuple(
+        jnp.asarray(np.r_[x / np.exp(s), np.ones(pad)]) for x, s in zip(xs, log_s, strict=True)
+    )
+    return Points(scaled, jnp.asarray(np.r_[np.log(y), np.zeros(pad)]), n)  # fmt: skip
+
+
+def run_padded(solve: Callable, th: np.ndarray, w: np.ndarray, pts: Points, cap: int) -> tuple:
+    """``solve`` from the rows of ``th`` with point weights ``w`` ((n,) or one row per start),
+    the starts padded to a bucket with copies that weigh nothing; returns the real starts'
+    (θ, objective, iterations)."""
+    k, n_pad = len(th), len(pts.log_y)
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), (k, pts.n))
+    lanes = bucket(k)
+    th = np.concatenate([th, np.repeat(th[:1], lanes - k, axis=0)])
+    w = np.pad(w, ((0, lanes - k), (0, n_pad - pts.n)))
+    out = solve(jnp.asarray(th), jnp.asarray(w), pts.xs, pts.log_y, cap)
+    return tuple(np.asarray(v)[:k] for v in jax.device_get(out))
