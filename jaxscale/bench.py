@@ -92,7 +92,7 @@ def model_step(
       ... # doctest: +SKIP
     """
     graphdef, params = init_model(shape, vocab, context, seed=0, dtype=compute_dtype(cfg.dtype))
-    mesh = pack_mesh(1, cfg.batch_size)
+    mesh = pack_mesh(1, cfg.batch_size, context)
     params = jax.tree.map(lambda x: x[None], params)
     state = (params, jax.vmap(make_optimizer(cfg).init)(params))
     state = list(jax.device_put(state, pack_shardings(mesh, state, shard=False)))
