@@ -407,12 +407,15 @@ def batch_dataset(
 def eval_batches(
     tokens: np.ndarray, *, batch_size: int, context: int, max_tokens: int
 ) -> Iterator[np.ndarray]:
-    """Deterministic, non-overlapping validation windows from the start of ``tokens``.
+    """Deterministic, non-overlapping validation windows spread evenly over ``tokens``.
 
-    Window ``j`` is ``tokens[j*context : j*context + context + 1]``: consecutive windows share
-    one boundary token but predict disjoint targets, covering
-    ``min(max_tokens, len(tokens) - 1) // context`` windows (at least one). The last batch keeps
-    the remaining windows and may be smaller, so weight batch means by their row counts.
+    ``n = min(max_tokens, len(tokens) - 1) // context`` windows (at least one) start ``stride``
+    tokens apart, the stride as wide as the tokens allow (at least ``context``): window ``j`` is
+    ``tokens[j*stride : j*stride + context + 1]``. Windows predict disjoint targets, and a
+    validation smaller than the split samples every part of it rather than its first documents
+    only (a corpus' files differ, and the first few would make a ladder's losses depend on how
+    well each run happens to fit those). The last batch keeps the remaining windows and may be
+    smaller, so weight batch means by their row counts.
 
     Yields:
       int32 arrays of shape ``(<= batch_size, context + 1)``.
@@ -420,16 +423,19 @@ def eval_batches(
     Example:
       >>> [b.shape for b in eval_batches(np.arange(100), batch_size=2, context=10, max_tokens=50)]
       [(2, 11), (2, 11), (1, 11)]
+      >>> next(eval_batches(np.arange(100), batch_size=2, context=10, max_tokens=20))[:, 0]
+      array([ 0, 89], dtype=int32)
     """
     if len(tokens) < context + 1:  # checked here, not at the first next(): fail at the call
         raise DataError(
             f"validation has {len(tokens)} tokens, fewer than context + 1 = {context + 1}"
         )
     n = max(1, min(max_tokens, len(tokens) - 1) // context)
+    stride = max(context, (len(tokens) - 1 - context) // max(1, n - 1))
     offsets = np.arange(context + 1)
     return (
         np.asarray(
-            tokens[np.arange(i, min(n, i + batch_size))[:, None] * context + offsets], np.int32
+            tokens[np.arange(i, min(n, i + batch_size))[:, None] * stride + offsets], np.int32
         )
         for i in range(0, n, batch_size)
     )
