@@ -93,6 +93,14 @@ def job_tokens(plan: SweepPlan, job: Job) -> int:
     return models * per_step * wsd_steps(budgets, first.train, context)
 
 
+def job_flops(plan: SweepPlan, job: Job) -> float:
+    """Training FLOPs of a job (counted: attention and head), what a launcher orders jobs by."""
+    cfg = plan.config
+    vocab = counting.TOKENIZER_VOCAB[cfg.tokenizer]
+    per_token = counting.flops_per_token_counted(job.specs[0].shape, vocab, cfg.context)
+    return job_tokens(plan, job) * per_token
+
+
 def run_job(
     plan: SweepPlan,
     job: Job,

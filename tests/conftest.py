@@ -18,6 +18,16 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_local_worker() -> None:
+    """Sweeps in tests train in the test's own process: a pool of worker processes would start
+    JAX anew for every tiny sweep. tests/test_launch.py runs the local workers themselves."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JAXSCALE_WORKERS", "1")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _fewer_report_resamples() -> None:
     """Sweep reports in tests resample 100 times, not 400: the tests check that every interval is
     there and holds its estimate, not its width (tests/test_fit.py checks coverage), and the

@@ -1,5 +1,6 @@
-"""Launchers: a tiny sweep run as submitit jobs (its local executor: subprocesses, no SLURM) and as
-Ray tasks (a local Ray instance) ends with the same losses as the in-process launcher; a
+"""Launchers: a tiny sweep run as submitit jobs (its local executor: subprocesses, no SLURM), as
+Ray tasks (a local Ray instance) and on local workers (a process per core) ends with the same
+losses as the in-process launcher; a
 re-launch submits only the unfinished job; a failed job is named with its log, and what finished
 is kept; a missing package or a misplaced option gets one line and exit status 2."""
 
@@ -106,6 +107,26 @@ def test_remote_launchers_match_local_and_relaunch_only_the_unfinished(
     assert_same_losses(read_records(out), expected)
     if launcher == "submitit":  # what submitit itself was given: 4 jobs, then 1
         assert len(list((out / "submitit").glob("*_submitted.pkl"))) == 5
+
+
+def test_local_workers_match_one_process_and_relaunch_only_the_unfinished(
+    reference: tuple[Path, dict[str, float]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, expected = reference
+    cfg, out = load_config(config), tmp_path / "workers"
+    launched = count_launched(monkeypatch)
+    workers = LaunchOptions(backend="cpu", workers=2)
+
+    records = run_sweep(cfg, out, progress=False, options=workers)
+    assert len(launched) == 4
+    assert_same_losses(records, expected)
+    assert {r["local_devices"] for r in records} == {1}  # each worker holds one core, one device
+
+    forget(out, "L1-d16-h2_D8k")
+    launched.clear()
+    run_sweep(cfg, out, progress=False, options=workers)
+    assert launched == ["L1-d16-h2_D8k"]
+    assert_same_losses(read_records(out), expected)
 
 
 def test_a_failed_job_is_named_with_its_log_and_the_rest_is_kept(

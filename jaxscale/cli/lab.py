@@ -46,6 +46,13 @@ from jaxscale.tracking import TRACKERS, open_tracker
     "SLURM) or Ray.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="local: jobs at once, each in a process pinned to its share of the cores. Default "
+    "$JAXSCALE_WORKERS, else one per core on a CPU, one on a GPU.",
+)
+@click.option(
     "--gpus-per-run",
     type=click.IntRange(min=0),
     default=None,
@@ -173,7 +180,8 @@ def launch_options(launcher: str, backend: str | None, cluster: dict[str, Any]) 
     given = {key: value for key, value in cluster.items() if value is not None}
     remote = "submitit or ray"
     owners = {"slurm_partition": "submitit", "slurm_time": "submitit", "nodes_per_run": "submitit",
-              "ray_address": "ray", "gpus_per_run": remote, "cpus_per_run": remote}  # fmt: skip
+              "ray_address": "ray", "gpus_per_run": remote, "cpus_per_run": remote,
+              "workers": "local"}  # fmt: skip
     for key in given:
         if launcher not in owners[key].split(" or "):
             flag = "--" + key.replace("_", "-")
