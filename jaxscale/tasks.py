@@ -3,7 +3,13 @@ corpus lines a sweep trains on (``corpus: "task:addition:digits=2,format=reverse
 
 A problem is two operands below 10^digits and an operator; its line is the prompt
 ``"\\n" + a op b + "="`` (operands zero-padded to ``digits``, so every prompt of a task has the
-same length) followed by the completion and a newline:
+same length) followed by the completion and a newline. With a range ``digits=1-4`` the test and
+val problems are of graded difficulty: each draws a length L uniformly from 1..4 and both operands
+uniformly below 10^L (a repeat is drawn again), so a model may solve the short share of the test
+set before the long one (Brown et al. 2024: coverage curves come from problems of heterogeneous
+difficulty). ``train=N`` draws N training lines from the same mixture, held-out problems
+excluded and repeats kept (there are only 100 one-digit problems); ``train=0`` trains on every
+other problem below 10^digits.
 
 * ``plain``: the result zero-padded to the widest result's digits, e.g. ``07+48=055``;
 * ``reverse``: those digits reversed, least significant first (Lee et al. 2023): ``07+48=550``
@@ -38,6 +44,7 @@ OPS = {"addition": "+", "multiplication": "*"}
 FORMATS = ("plain", "reverse", "scratchpad")
 ANSWER_SPAN = (ord("="), ord("\n"))  # byte tokens opening and closing an answer
 _KEYS = ("digits", "format", "train", "test", "val", "seed")
+_SPACE_LIMIT = 1 << 22  # a split with train=0 enumerates the whole space: at most this many
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +77,9 @@ class Task:
 
     Args:
       name: ``addition`` or ``multiplication``.
-      digits: operands are uniform in [0, 10^digits).
+      digits: operands are uniform in [0, 10^digits) (zero-padded to ``digits``).
+      min_digits: 0, or with a range ``digits=min_digits-digits`` the shortest length L of a
+        test/val/train problem: L uniform in min_digits..digits, operands uniform below 10^L.
       format: ``plain``, ``reverse`` or ``scratchpad``.
       train, test, val: problems in each set (train 0: every problem not in test or val).
       seed: the shuffle that makes the split.
@@ -83,6 +92,7 @@ class Task:
     test: int = 500
     val: int = 200
     seed: int = 0
+    min_digits: int = 0
 
     @classmethod
     def parse(cls, arg: str) -> Task:
@@ -101,6 +111,11 @@ class Task:
                 raise DataError(f"task option {item!r}: use key=value with keys {', '.join(_KEYS)}")
             if key == "format":
                 kw[key] = value
+            elif key == "digits" and "-" in value:
+                lo, _, hi = value.partition("-")
+                if not (lo.isdigit() and hi.isdigit()):
+                    raise DataError(f"task option digits must be N or LO-HI, got {value!r}")
+                kw["min_digits"], kw["digits"] = int(lo) or -1, int(hi)  # -1: invalid
             else:
                 try:
                     kw[key] = int(value)
@@ -116,12 +131,26 @@ class Task:
             raise DataError(f"task format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if not 1 <= self.digits <= 6:
             raise DataError(f"task digits must be in 1..6, got {self.digits}")
+        if self.min_digits and not 1 <= self.min_digits < self.digits:
+            raise DataError(
+                f"task digits range {max(self.min_digits, 0)}-{self.digits} must have 1 <= LO < HI"
+            )
         if self.test < 1 or self.val < 1 or self.train < 0:
             raise DataError("task sizes: test and val must be >= 1, train >= 0")
         if self.test + self.val + max(self.train, 1) > self.space:
             raise DataError(
                 f"{self.name} with {self.digits} digits has {self.space} problems, fewer than "
                 f"test + val + train = {self.test + self.val + max(self.train, 1)}"
+            )
+        if self.train == 0 and self.space > _SPACE_LIMIT:
+            raise DataError(
+                f"{self.name} with {self.digits} digits has {self.space} problems, too many to "
+                "train on all of them: set train=N"
+            )
+        if self.min_digits and self.test + self.val > self.space // 2:
+            raise DataError(
+                f"a digits range holds out at most half of the {self.space} problems, fewer "
+                f"than test + val = {self.test + self.val}"
             )
 
     @property
@@ -137,23 +166,64 @@ class Task:
     @cached_property
     def _split(self) -> Split:
         rng = np.random.default_rng((self.seed, self.digits, list(OPS).index(self.name)))
-        # Distinct problem indices a·10^d + b: the whole space shuffled when it is small,
-        # otherwise sampled (with rejection of repeats) to what the split needs.
-        need = self.test + self.val + (self.train or self.space)
-        if self.space <= 1 << 22:
-            idx = rng.permutation(self.space)[:need]
-        else:
-            idx = np.unique(rng.integers(0, self.space, size=2 * need))
-            idx = rng.permutation(idx)[:need]
         base = 10**self.digits
+        held = self.test + self.val
+        if self.min_digits:
+            idx = self._graded(rng, held)
+            if self.train:  # the same mixture, held-out problems excluded, repeats kept
+                idx = np.concatenate([idx, self._graded(rng, self.train, exclude=idx)])
+            else:  # every other problem of the space, in a shuffled order
+                rest = np.setdiff1d(np.arange(self.space), idx, assume_unique=True)
+                idx = np.concatenate([idx, rng.permutation(rest)])
+        elif self.space <= _SPACE_LIMIT:
+            # distinct problem indices a·10^d + b: the whole space shuffled when it is small,
+            # otherwise sampled (with rejection of repeats) to what the split needs
+            idx = rng.permutation(self.space)[: held + (self.train or self.space)]
+        else:
+            idx = np.unique(rng.integers(0, self.space, size=2 * (held + self.train)))
+            idx = rng.permutation(idx)[: held + self.train]
         probs = tuple(Problem(int(i // base), int(i % base), self.op) for i in idx)
-        test, val = probs[: self.test], probs[self.test : self.test + self.val]
-        train = probs[self.test + self.val :]
-        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        test, val = probs[: self.test], probs[self.test : held]
+        train = probs[held:]
+        blob = asdict(self)
+        if not self.min_digits:  # the default: fingerprints from before the field stand
+            del blob["min_digits"]
+        h = hashlib.sha256(json.dumps(blob, sort_keys=True).encode())
         for part in (train, val, test):
             h.update(np.asarray([(p.a, p.b) for p in part], np.int64).tobytes())
             h.update(b"|")
         return Split(train, val, test, h.hexdigest()[:16])
+
+    def _graded(
+        self, rng: np.random.Generator, need: int, exclude: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``need`` problem indices a·10^digits + b in the order drawn: each problem a length L
+        uniform in min_digits..digits, a and b uniform below 10^L. Without ``exclude``, distinct
+        (a repeat is drawn again); with it, problems in ``exclude`` are drawn again and repeats
+        are kept (a training stream: the short problems are few)."""
+        out: list[np.ndarray] = []
+        seen: set[int] = set()
+        have = 0
+        while have < need:
+            m = 2 * (need - have) + 64
+            high = 10 ** rng.integers(self.min_digits, self.digits + 1, size=m)
+            drawn = rng.integers(0, high) * 10**self.digits + rng.integers(0, high)
+            if exclude is not None:
+                drawn = drawn[~np.isin(drawn, exclude)]
+            else:
+                keep = []
+                for i in drawn.tolist():
+                    if i not in seen:
+                        seen.add(i)
+                        keep.append(i)
+                drawn = np.asarray(keep, np.int64)
+            out.append(drawn)
+            have += len(drawn)
+        return np.concatenate(out)[:need]
+
+    def length(self, p: Problem) -> int:
+        """Digits of the longer operand: a problem's difficulty class (0 has 1 digit)."""
+        return len(str(max(p.a, p.b)))
 
     def split(self) -> Split:
         """The train/val/test problems, disjoint by construction (one shuffled index space)."""
@@ -228,6 +298,8 @@ class Task:
     def spec(self) -> str:
         """The corpus spec that names this task."""
         opts = ",".join(f"{k}={getattr(self, k)}" for k in _KEYS)
+        if self.min_digits:
+            opts = opts.replace(f"digits={self.digits}", f"digits={self.min_digits}-{self.digits}")
         return f"task:{self.name}:{opts}"
 
 
