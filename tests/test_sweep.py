@@ -172,3 +172,36 @@ def test_isoflop_run_trains_the_shapes_around_n_opt_at_that_budget(
     assert sizes[0] < n_opt < sizes[-1]  # the shapes straddle the optimum
     for r in records:  # every run spends the budget: C = 6ND, up to whole steps of 128 tokens
         assert r["C"] == pytest.approx(2e9, rel=0.02)
+
+
+# A ladder with a known answer: an order-1 Markov chain over 16 symbols (exact entropy rate
+# 1.7745 nats/token). Its widest models hold the whole transition table, so the runs approach
+# the floor and the fitted E must find it.
+TRUTH = """
+name: truth
+corpus: synthetic:order=1,symbols=16,tokens=2000000
+tokenizer: bytes
+context: 16
+models:
+  - {n_layer: 1, d_model: 4, n_head: 1}
+  - {n_layer: 1, d_model: 8, n_head: 2}
+  - {n_layer: 1, d_model: 16, n_head: 2}
+  - {n_layer: 1, d_model: 24, n_head: 2}
+tokens: [5.0e4, 1.0e5, 2.0e5, 4.0e5]
+train: {batch_size: 16, lr: 8.0e-3, lr_ref_width: 32, lr_width_power: 0.5, warmup_per_param: 1,
+        beta2: 0.99, evals: 1}
+eval: {tokens: 1.0e5}
+"""
+
+
+def test_the_fitted_floor_of_a_synthetic_ladder_is_its_exact_entropy(
+    tmp_path: Path, run_cli: Callable[..., int]
+) -> None:
+    config = tmp_path / "truth.yaml"
+    config.write_text(TRUTH)
+    out = tmp_path / "out"
+    assert run_cli("sweep", str(config), "--out", str(out), "--quiet") == 0
+    truth = json.loads((out / "laws.json").read_text())["truth"]
+    assert truth["entropy"] == pytest.approx(1.7745, abs=1e-4)
+    assert abs(truth["E"] - truth["entropy"]) <= 0.05 * truth["entropy"], truth
+    assert truth["E_ci"][0] <= truth["E"] <= truth["E_ci"][1]
