@@ -67,7 +67,8 @@ class LaunchOptions:
     # None: a Ray instance started here (or the one RAY_ADDRESS names); "auto", "ray://host:port"
     ray_address: str | None = None
     # local: jobs at once in worker processes, each pinned to its share of the cores; None:
-    # $JAXSCALE_WORKERS, else one per core on a CPU (one on an accelerator or across hosts)
+    # $JAXSCALE_WORKERS, else one per core on a Linux CPU (one on an accelerator, across hosts
+    # or where processes cannot be pinned, as on macOS)
     workers: int | None = None
 
     def gpus(self) -> int:
@@ -164,6 +165,8 @@ def local_workers(options: LaunchOptions, jobs: int) -> int:
     if asked is None:
         alone = jax.default_backend() != "cpu" or jax.process_count() > 1
         asked = 1 if alone else cpu_cores()
+    if not hasattr(os, "sched_setaffinity"):  # macOS: no pinning, so one process
+        return 1
     return max(1, min(asked, jobs, cpu_cores()))
 
 

@@ -50,7 +50,7 @@ from jaxscale.tracking import TRACKERS, open_tracker
     type=click.IntRange(min=1),
     default=None,
     help="local: jobs at once, each in a process pinned to its share of the cores. Default "
-    "$JAXSCALE_WORKERS, else one per core on a CPU, one on a GPU.",
+    "$JAXSCALE_WORKERS, else one per core on a Linux CPU, one on a GPU or macOS.",
 )
 @click.option(
     "--gpus-per-run",
