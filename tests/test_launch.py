@@ -159,6 +159,8 @@ def test_a_failed_job_is_named_with_its_log_and_the_rest_is_kept(
         (("--launcher", "ray", "--slurm-partition", "gpu"), "--slurm-partition applies to"),
         (("--gpus-per-run", "1"), "--gpus-per-run applies to --launcher submitit or ray"),
         (("--launcher", "submitit", "--slurm-time", "4:00"), "write minutes, H:MM:SS"),
+        (("--launcher", "ray", "--workers", "2"), "--workers applies to --launcher local"),
+        (("--workers", "0"), "'--workers': 0 is not in the range"),
     ],
 )
 def test_misplaced_cluster_options_get_one_line(
