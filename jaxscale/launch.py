@@ -106,7 +106,7 @@ def launch(
     options = options or LaunchOptions()
     say = tqdm.write if progress else (lambda s: None)
     if launcher == "local":
-        _run_local(plan, jobs, out_dir, progress, say, on_result, local_workers(options, len(jobs)))
+        _run_local(plan, jobs, out_dir, progress, say, on_result, options)
         return
     if launcher not in LAUNCHERS:
         raise UserError(f"unknown launcher {launcher!r} (allowed: {', '.join(LAUNCHERS)})")
@@ -177,10 +177,12 @@ def _run_local(
     progress: bool,
     say: Callable[[str], None],
     on_result: Callable[[dict[str, Any]], None],
-    workers: int = 1,
+    options: LaunchOptions,
 ) -> None:
     """Run the jobs here, under one progress bar over tokens: one after another in this
-    process, or ``workers`` at once (``_run_workers``)."""
+    process, or ``local_workers`` at once (``_run_workers``). The corpus is loaded (and, the
+    first time, tokenized) here either way, so that workers find it cached."""
+    workers = local_workers(options, len(jobs))
     corpus = load_corpus(plan.config.corpus, plan.config.tokenizer, progress=progress)
     bar = tqdm(
         total=sum(job_tokens(plan, job) for job in jobs),
@@ -201,7 +203,7 @@ def _run_local(
 
     with bar:
         if workers > 1:
-            _run_workers(plan, jobs, out_dir, workers, bar, say, finished)
+            _run_workers(plan, jobs, out_dir, workers, options.backend, bar, say, finished)
             return
         for i, job in enumerate(jobs, start=1):
             size = f" ({len(job.runs)} runs)" if len(job.runs) > 1 else ""
@@ -237,11 +239,13 @@ def _run_workers(
     jobs: list[Job],
     out_dir: Path,
     workers: int,
+    backend: str | None,
     bar: Any,
     say: Callable[[str], None],
     finished: Callable[[dict[str, Any]], None],
 ) -> None:
-    """``workers`` jobs at once, each worker process pinned to its share of the cores.
+    """``workers`` jobs at once, each worker process pinned to its share of the cores and
+    configured for ``backend`` (the sweep's ``--backend``), as remote launchers' workers are.
 
     Jobs start largest first (most FLOPs), so the last to finish are short ones and no core
     idles long at the end. A failed job stops the sweep (the others' results stay on disk).
@@ -251,7 +255,6 @@ def _run_workers(
     mine = sorted(os.sched_getaffinity(0))
     for i in range(workers):
         cores.put(set(mine[i::workers]))
-    backend = os.environ.get("JAXSCALE_BACKEND")
     order = sorted(jobs, key=lambda job: job_flops(plan, job), reverse=True)
     bar.set_description(f"{len(jobs)} jobs, {workers} at once")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker,

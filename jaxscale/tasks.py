@@ -221,10 +221,6 @@ class Task:
             have += len(drawn)
         return np.concatenate(out)[:need]
 
-    def length(self, p: Problem) -> int:
-        """Digits of the longer operand: a problem's difficulty class (0 has 1 digit)."""
-        return len(str(max(p.a, p.b)))
-
     def split(self) -> Split:
         """The train/val/test problems, disjoint by construction (one shuffled index space)."""
         return self._split
