@@ -61,7 +61,8 @@ class TrainConfig:
     # so that the small-D runs of a ladder measure N and D, not the optimiser's first steps
     min_steps: int = 0
     # warmup of this many tokens per parameter (N with the head), instead of `warmup`'s fixed
-    # fraction: Porian et al. 2024 warm up over N tokens (1.0); capped at half the run
+    # fraction: Porian et al. 2024 warm up over N tokens (1.0); capped at half the run (under
+    # schedule wsd, of the shape's longest run: the trunk its branches share)
     warmup_per_param: float = 0.0
     # peak lr scaled by width: lr x (lr_ref_width / d_model)^lr_width_power (0: the same lr)
     lr_ref_width: int = 0

@@ -77,10 +77,10 @@ def validate(cfg: SweepConfig) -> None:
     for key in ("min_steps", "warmup_per_param", "lr_ref_width", "lr_width_power"):
         if getattr(t, key) < 0:
             raise ConfigError(f"'train.{key}' must be >= 0 (0: off), got {getattr(t, key)}")
-    if t.schedule == "wsd" and (t.min_steps or t.warmup_per_param):
+    if t.schedule == "wsd" and t.min_steps:
         raise ConfigError(
-            "'train.min_steps' and 'train.warmup_per_param' set a batch and a warmup per run, "
-            "and a WSD column shares both: use them with cosine or constant schedules"
+            "'train.min_steps' sets a batch per run, and a WSD column shares one: "
+            "use it with cosine or constant schedules"
         )
     if t.batch_size % t.accum:
         raise ConfigError(f"'train.accum' ({t.accum}) must divide batch_size ({t.batch_size})")

@@ -90,7 +90,8 @@ def run_training(cfg: SweepConfig, spec: RunSpec) -> TrainConfig:
     * ``min_steps``: the batch halved from ``batch_size`` (while it stays a multiple of
       ``accum`` and at least ``MIN_BATCH``) until the run has at least ``min_steps`` steps;
     * ``warmup_per_param``: a warmup of that many tokens per parameter (N with the head), as a
-      share of the run, at most half of it.
+      share of the run, at most half of it. Under ``schedule: wsd`` the share is of the
+      column's trunk (the shape's longest run), which every branch of the column shares.
 
     Example:
       >>> cfg = SweepConfig(tokens=(2e5,), train=TrainConfig(batch_size=32, min_steps=100))
@@ -113,7 +114,10 @@ def run_training(cfg: SweepConfig, spec: RunSpec) -> TrainConfig:
     warmup = t.warmup
     if t.warmup_per_param:
         n = params_with_head(spec.shape, TOKENIZER_VOCAB[cfg.tokenizer])
-        warmup = min(0.5, t.warmup_per_param * n / spec.tokens)
+        span = spec.tokens
+        if t.schedule == "wsd":
+            span = max(r.tokens for r in cfg.runs() if r.shape == spec.shape)
+        warmup = min(0.5, t.warmup_per_param * n / span)
     return dataclasses.replace(t, lr=lr, batch_size=batch, warmup=warmup)
 
 

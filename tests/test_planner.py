@@ -23,6 +23,7 @@ from jaxscale.data import load_corpus
 from jaxscale.planner import SweepPlan, plan_sweep
 from jaxscale.sweep import run_sweep
 from jaxscale.train import train_pack
+from jaxscale.train.wsd import wsd_key
 
 CORPUS = "synthetic:order=1,symbols=16,tokens=100000"
 RAW = {
@@ -128,6 +129,21 @@ def test_per_run_rules_set_batch_warmup_and_lr_from_the_run():
         assert t.lr == pytest.approx(8e-3 * 32 / s.shape.d_model)
 
 
+def test_a_wsd_column_warms_up_over_n_tokens_of_its_trunk_and_stays_one_job():
+    cfg = config_from_dict({**ISO, "train": {"schedule": "wsd", "warmup_per_param": 1.0}})
+    runs = plan_sweep(cfg).runs
+    by_shape: dict = {}
+    for s in runs:
+        by_shape.setdefault(s.shape, []).append(s)
+    assert any(len(column) > 1 for column in by_shape.values())
+    for shape, column in by_shape.items():
+        trunk = max(s.tokens for s in column)
+        n = params_with_head(shape, 256)
+        assert len({s.train.warmup for s in column}) == 1
+        assert column[0].train.warmup == pytest.approx(min(0.5, n / trunk))
+        assert len({wsd_key(s) for s in column}) == 1  # every branch of the column shares it
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -135,7 +151,7 @@ def test_per_run_rules_set_batch_warmup_and_lr_from_the_run():
         ({"per_budget": 2}, "'per_budget' must be at least 3"),
         ({"per_budget": 9}, "fewer than per_budget"),
         ({"budgets": [-1e11]}, "'budgets[0].C' must be positive"),
-        ({"train": {"schedule": "wsd", "min_steps": 100}}, "WSD column shares both"),
+        ({"train": {"schedule": "wsd", "min_steps": 100}}, "a WSD column shares one"),
         ({"train": {"min_steps": -1}}, "'train.min_steps' must be >= 0"),
     ],
 )
