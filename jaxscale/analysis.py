@@ -163,8 +163,11 @@ def _ci(samples: np.ndarray) -> list[float]:
     return [float(lo), float(hi)]
 
 
-def _heldout(design: Design, tiers: np.ndarray, seed: int) -> tuple[dict | None, str | None]:
-    """Refit L(N, D) without the largest tier and predict its runs."""
+def _heldout(
+    design: Design, tiers: np.ndarray, seed: int, full: FitResult | None
+) -> tuple[dict | None, str | None]:
+    """Refit L(N, D) without the largest tier and predict its runs; with ``full`` (the law
+    fitted to every run) also say how far that law, which saw them, is from them."""
     top = tiers == tiers.max()
     if top.sum() < 1 or len(np.unique(tiers)) < 2:
         return None, "one compute tier only: nothing to hold out"
@@ -183,10 +186,18 @@ def _heldout(design: Design, tiers: np.ndarray, seed: int) -> tuple[dict | None,
                                     strict=True)
     ]  # fmt: skip
     budget = float(np.exp(np.mean(np.log(design.C[top]))))
+    seen = None
+    if full is not None:
+        seen = predict_loss(full.law, design.N[top], design.D[top])
+        seen = float(np.max(np.abs((seen - meas) / meas)))
     return {
         "budget_C": budget,
         "runs": runs,
         "max_abs_rel_err": float(np.max(np.abs(rel))),
+        "mean_rel_err": float(np.mean(rel)),
+        # the same runs against the law fitted to every run, these included: a miss here too
+        # means the form does not follow them, not that the lower budgets left it undetermined
+        "full_fit_max_abs_rel_err": seen,
         "fit": {"params": fit.params, "converged": fit.converged, "n_points": fit.n_points},
     }, None
 
@@ -245,15 +256,23 @@ def analyse(
         for p in iso.profiles:
             if not p.interior:
                 warnings.append(f"IsoFLOP budget C={p.C:.3g}: {p.reason}")
-    heldout, why = _heldout(design, tiers, seed)
+    heldout, why = _heldout(design, tiers, seed, fits.get("L_ND"))
     if heldout is None:
         skipped["heldout"] = why
     elif heldout["max_abs_rel_err"] > HELDOUT_TOLERANCE:
         worst = max(heldout["runs"], key=lambda r: abs(r["rel_err"]))
+        seen = heldout["full_fit_max_abs_rel_err"]
+        fix = "add budgets below it or longer runs"
+        if seen is not None and seen > HELDOUT_TOLERANCE:
+            fix = (
+                f"even the law fitted to every run misses them by up to {100 * seen:.1f}%: its "
+                "form does not follow these runs (or their seeds moved them: replicas tell), "
+                "and more budgets of the same kind will not fix it; see residuals.png"
+            )
         warnings.append(
             f"the law fitted without the largest budget misses its run {worst['run']} by "
             f"{100 * worst['rel_err']:+.1f}% (tolerance {100 * HELDOUT_TOLERANCE:g}%): it does "
-            "not extrapolate; add budgets below it or longer runs"
+            f"not extrapolate; {fix}"
         )
     optimal = agreement = None
     if "L_ND" in fits:

@@ -42,7 +42,13 @@ def checks_md(a: SweepAnalysis) -> list[str]:
             "",
             f"L(N, D) refitted on the {h['fit']['n_points']} runs below it predicts the "
             f"{len(h['runs'])} runs it never saw within **{100 * h['max_abs_rel_err']:.2f}%** "
-            "(largest |relative error|).",
+            f"(largest |relative error|; mean error {100 * h['mean_rel_err']:+.2f}%)."
+            + (
+                f" The law fitted to every run, these included, is within "
+                f"{100 * h['full_fit_max_abs_rel_err']:.2f}% of them."
+                if h.get("full_fit_max_abs_rel_err") is not None
+                else ""
+            ),
             "",
             "| run | N | D | measured | predicted | error |",
             "|---|---|---|---|---|---|",
