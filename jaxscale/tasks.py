@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -262,43 +263,26 @@ class Task:
     def _graded(
         self, rng: np.random.Generator, need: int, exclude: np.ndarray | None = None
     ) -> np.ndarray:
-        """``need`` problem indices a·10^digits + b in the order drawn: each problem a length L
-        uniform in min_digits..digits, a and b uniform below 10^L. Without ``exclude``, distinct
-        (a repeat is drawn again); with it, problems in ``exclude`` are drawn again and repeats
-        are kept (a training stream: the short problems are few)."""
-        out: list[np.ndarray] = []
-        seen: set[int] = set()
-        have = 0
-        while have < need:
-            m = 2 * (need - have) + 64
+        """``need`` problem indices a·10^digits + b (``_stream``): each problem a length L
+        uniform in min_digits..digits, a and b uniform below 10^L."""
+
+        def draw(m: int) -> np.ndarray:
             high = 10 ** rng.integers(self.min_digits, self.digits + 1, size=m)
-            drawn = rng.integers(0, high) * 10**self.digits + rng.integers(0, high)
-            if exclude is not None:
-                drawn = drawn[~np.isin(drawn, exclude)]
-            else:
-                keep = []
-                for i in drawn.tolist():
-                    if i not in seen:
-                        seen.add(i)
-                        keep.append(i)
-                drawn = np.asarray(keep, np.int64)
-            out.append(drawn)
-            have += len(drawn)
-        return np.concatenate(out)[:need]
+            return rng.integers(0, high) * 10**self.digits + rng.integers(0, high)
+
+        return _stream(draw, need, exclude)
 
     def _drawn(
         self, rng: np.random.Generator, need: int, weights: np.ndarray, exclude: np.ndarray
     ) -> np.ndarray:
-        """``need`` indices skill·6^digits + j, skill drawn by ``weights`` and j uniformly;
-        indices in ``exclude`` are drawn again, repeats kept."""
-        out, have, base = [], 0, _OPERAND_DIGITS**self.digits
-        while have < need:
-            m = 2 * (need - have) + 64
-            drawn = rng.choice(self.skills, m, p=weights) * base + rng.integers(0, base, m)
-            drawn = drawn[~np.isin(drawn, exclude)]
-            out.append(drawn)
-            have += len(drawn)
-        return np.concatenate(out)[:need]
+        """``need`` indices skill·6^digits + j (``_stream``), skill drawn by ``weights`` and j
+        uniformly."""
+        base = _OPERAND_DIGITS**self.digits
+
+        def draw(m: int) -> np.ndarray:
+            return rng.choice(self.skills, m, p=weights) * base + rng.integers(0, base, m)
+
+        return _stream(draw, need, exclude)
 
     def split(self) -> Split:
         """The train/val/test problems, disjoint by construction (one shuffled index space)."""
@@ -380,6 +364,29 @@ class Task:
         if self.min_digits:
             opts = opts.replace(f"digits={self.digits}", f"digits={self.min_digits}-{self.digits}")
         return f"task:{self.name}:{opts}"
+
+
+def _stream(draw: Callable[[int], np.ndarray], need: int, exclude: np.ndarray | None) -> np.ndarray:
+    """``need`` problem indices in the order ``draw(m)`` (m at a time) yields them. Without
+    ``exclude``, distinct (a repeat is drawn again); with it, indices in ``exclude`` are drawn
+    again and repeats are kept (a training stream: a mixture's rare problems are few)."""
+    out: list[np.ndarray] = []
+    seen: set[int] = set()
+    have = 0
+    while have < need:
+        drawn = draw(2 * (need - have) + 64)
+        if exclude is not None:
+            drawn = drawn[~np.isin(drawn, exclude)]
+        else:
+            keep = []
+            for i in drawn.tolist():
+                if i not in seen:
+                    seen.add(i)
+                    keep.append(i)
+            drawn = np.asarray(keep, np.int64)
+        out.append(drawn)
+        have += len(drawn)
+    return np.concatenate(out)[:need]
 
 
 def _decimal(j: int, base: int) -> int:
