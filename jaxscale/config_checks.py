@@ -150,7 +150,8 @@ def _validate_task(cfg: SweepConfig) -> None:
         raise ConfigError(f"'ttc' needs a task: corpus to check answers, got {cfg.corpus!r}")
     if cfg.train.schedule == "wsd":
         raise ConfigError("'ttc' samples each run's final parameters: use cosine or constant")
-    need = len(task.prompt(Problem(0, 0, task.op))) + task.max_completion()
+    probe = Problem(0, 0, task.op, 0 if task.skills else None)  # every prompt is this long
+    need = len(task.prompt(probe)) + task.max_completion()
     if cfg.context < need:
         raise ConfigError(
             f"'context' ({cfg.context}) must hold a prompt and its longest completion ({need})"

@@ -19,6 +19,18 @@ other problem below 10^digits.
   one partial product per digit of b (``07*48>56,07*40>280``); the chain holds no ``=`` and no
   newline.
 
+With ``skills=S`` (addition only, S <= 52 and S <= 5^digits) the second operand is hidden:
+skill i (a letter, ``A``..``Z`` then ``a``..``z``) stands for a constant addend c_i with digits
+in 0..4, distinct and drawn once by the seed, and the first operand a has digits in 0..5, so no
+column carries and the answer has ``digits`` digits: ``"\n305+C="`` asks for 305 + c_C. Every
+skill shares one easy circuit (add two digits per column) and needs its own memorized constant,
+so a test set holds many problems of graded difficulty (the quantization model of Michaud et al.
+2023): training lines draw skill i (0-based) with probability proportional to (i+1)^-zipf, so
+rare skills are learned late (by the larger models, D growing with N) and partly (some digits of
+c_i), while test and val problems draw the skill uniformly (every skill counts alike).
+``train=N`` lines are drawn from that mixture, held-out problems (skill, a) excluded and repeats
+kept.
+
 The loss mask of ``train: {loss_on: answer}`` covers exactly the targets after ``=`` up to and
 including the newline (``ANSWER_SPAN``): the completion, scratchpad included, and its end.
 
@@ -33,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -43,17 +56,20 @@ from jaxscale.errors import DataError
 OPS = {"addition": "+", "multiplication": "*"}
 FORMATS = ("plain", "reverse", "scratchpad")
 ANSWER_SPAN = (ord("="), ord("\n"))  # byte tokens opening and closing an answer
-_KEYS = ("digits", "format", "train", "test", "val", "seed")
+_KEYS = ("digits", "format", "train", "test", "val", "seed", "skills", "zipf")
+SKILL_NAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # skill i's prompt symbol
+_CONST_DIGITS, _OPERAND_DIGITS = 5, 6  # skills: digits 0..4 of c_i, 0..5 of a (sums <= 9)
 _SPACE_LIMIT = 1 << 22  # a split with train=0 enumerates the whole space: at most this many
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One arithmetic problem: ``a op b``."""
+    """One arithmetic problem: ``a op b``; with a ``skill``, b is that skill's hidden constant."""
 
     a: int
     b: int
     op: str  # "+" or "*"
+    skill: int | None = None
 
     @property
     def answer(self) -> int:
@@ -83,6 +99,8 @@ class Task:
       format: ``plain``, ``reverse`` or ``scratchpad``.
       train, test, val: problems in each set (train 0: every problem not in test or val).
       seed: the shuffle that makes the split.
+      skills: 0, or the number of skills (1..52): b is hidden, a per-skill constant.
+      zipf: with skills, the exponent s of the training frequency (i+1)^-s of skill i.
     """
 
     name: str
@@ -93,6 +111,8 @@ class Task:
     val: int = 200
     seed: int = 0
     min_digits: int = 0
+    skills: int = 0
+    zipf: float = 1.0
 
     @classmethod
     def parse(cls, arg: str) -> Task:
@@ -104,13 +124,18 @@ class Task:
         name, _, opts = arg.partition(":")
         if name not in OPS:
             raise DataError(f"unknown task {name!r}; use one of: {', '.join(OPS)}")
-        kw: dict[str, int | str] = {}
+        kw: dict[str, int | float | str] = {}
         for item in filter(None, opts.split(",")):
             key, eq, value = item.partition("=")
             if not eq or key not in _KEYS:
                 raise DataError(f"task option {item!r}: use key=value with keys {', '.join(_KEYS)}")
             if key == "format":
                 kw[key] = value
+            elif key == "zipf":
+                try:
+                    kw[key] = float(value)
+                except ValueError:
+                    raise DataError(f"task option zipf must be a number: {value!r}") from None
             elif key == "digits" and "-" in value:
                 lo, _, hi = value.partition("-")
                 if not (lo.isdigit() and hi.isdigit()):
@@ -137,11 +162,29 @@ class Task:
             )
         if self.test < 1 or self.val < 1 or self.train < 0:
             raise DataError("task sizes: test and val must be >= 1, train >= 0")
-        if self.test + self.val + max(self.train, 1) > self.space:
+        distinct = self.test + self.val + (1 if self.skills else max(self.train, 1))
+        if distinct > self.space:  # skills' training lines repeat problems
             raise DataError(
                 f"{self.name} with {self.digits} digits has {self.space} problems, fewer than "
-                f"test + val + train = {self.test + self.val + max(self.train, 1)}"
+                f"test + val + train = {distinct}"
             )
+        if self.skills:
+            most = min(len(SKILL_NAMES), _CONST_DIGITS**self.digits)
+            if not 1 <= self.skills <= most:
+                raise DataError(
+                    f"task skills must be in 1..{most} with {self.digits} digits, got {self.skills}"
+                )
+            if self.name != "addition":
+                raise DataError(f"task skills are for addition only, got {self.name}")
+            if self.min_digits or self.train == 0:
+                raise DataError("task skills need a fixed digits=N and train=N > 0 lines")
+            if not 0 <= self.zipf <= 8:
+                raise DataError(f"task zipf must be in 0..8, got {self.zipf}")
+            if self.test + self.val > self.space // 2:
+                raise DataError(
+                    f"skills hold out at most half of the {self.space} problems, fewer than "
+                    f"test + val = {self.test + self.val}"
+                )
         if self.train == 0 and self.space > _SPACE_LIMIT:
             raise DataError(
                 f"{self.name} with {self.digits} digits has {self.space} problems, too many to "
@@ -160,15 +203,35 @@ class Task:
 
     @property
     def space(self) -> int:
-        """How many distinct problems exist: (10^digits)^2."""
+        """How many distinct problems exist: (10^digits)^2, or skills x 6^digits (the first
+        operands whose digits are 0..5)."""
+        if self.skills:
+            return self.skills * _OPERAND_DIGITS**self.digits
         return 10 ** (2 * self.digits)
+
+    @cached_property
+    def constants(self) -> tuple[int, ...]:
+        """Each skill's hidden constant b: distinct, digits in 0..4, drawn by the seed."""
+        rng = np.random.default_rng((self.seed, self.digits, self.skills, 7))
+        picked = rng.choice(_CONST_DIGITS**self.digits, self.skills, replace=False)
+        return tuple(_decimal(int(c), _CONST_DIGITS) for c in picked)
+
+    def _skill_problem(self, index: int) -> Problem:
+        """The skills task's problem of index skill·6^digits + j: a's digits are j in base 6."""
+        skill, j = divmod(index, _OPERAND_DIGITS**self.digits)
+        return Problem(_decimal(j, _OPERAND_DIGITS), self.constants[skill], self.op, skill)
 
     @cached_property
     def _split(self) -> Split:
         rng = np.random.default_rng((self.seed, self.digits, list(OPS).index(self.name)))
         base = 10**self.digits
         held = self.test + self.val
-        if self.min_digits:
+        if self.skills:  # indices skill·6^digits + j (_skill_problem)
+            idx = rng.permutation(self.space)[:held]
+            weights = np.arange(1, self.skills + 1, dtype=np.float64) ** -self.zipf
+            train = self._drawn(rng, self.train, weights / weights.sum(), exclude=idx)
+            probs = tuple(self._skill_problem(int(i)) for i in np.concatenate([idx, train]))
+        elif self.min_digits:
             idx = self._graded(rng, held)
             if self.train:  # the same mixture, held-out problems excluded, repeats kept
                 idx = np.concatenate([idx, self._graded(rng, self.train, exclude=idx)])
@@ -182,44 +245,44 @@ class Task:
         else:
             idx = np.unique(rng.integers(0, self.space, size=2 * (held + self.train)))
             idx = rng.permutation(idx)[: held + self.train]
-        probs = tuple(Problem(int(i // base), int(i % base), self.op) for i in idx)
+        if not self.skills:
+            probs = tuple(Problem(int(i // base), int(i % base), self.op) for i in idx)
         test, val = probs[: self.test], probs[self.test : held]
         train = probs[held:]
         blob = asdict(self)
-        if not self.min_digits:  # the default: fingerprints from before the field stand
-            del blob["min_digits"]
+        for key in ("min_digits", "skills", "zipf"):  # fingerprints from before these fields
+            if not self.skills and getattr(self, key) == Task.__dataclass_fields__[key].default:
+                del blob[key]
         h = hashlib.sha256(json.dumps(blob, sort_keys=True).encode())
         for part in (train, val, test):
-            h.update(np.asarray([(p.a, p.b) for p in part], np.int64).tobytes())
+            rows = [(p.a, p.b) if p.skill is None else (p.a, p.b, p.skill) for p in part]
+            h.update(np.asarray(rows, np.int64).tobytes())
             h.update(b"|")
         return Split(train, val, test, h.hexdigest()[:16])
 
     def _graded(
         self, rng: np.random.Generator, need: int, exclude: np.ndarray | None = None
     ) -> np.ndarray:
-        """``need`` problem indices a·10^digits + b in the order drawn: each problem a length L
-        uniform in min_digits..digits, a and b uniform below 10^L. Without ``exclude``, distinct
-        (a repeat is drawn again); with it, problems in ``exclude`` are drawn again and repeats
-        are kept (a training stream: the short problems are few)."""
-        out: list[np.ndarray] = []
-        seen: set[int] = set()
-        have = 0
-        while have < need:
-            m = 2 * (need - have) + 64
+        """``need`` problem indices a·10^digits + b (``_stream``): each problem a length L
+        uniform in min_digits..digits, a and b uniform below 10^L."""
+
+        def draw(m: int) -> np.ndarray:
             high = 10 ** rng.integers(self.min_digits, self.digits + 1, size=m)
-            drawn = rng.integers(0, high) * 10**self.digits + rng.integers(0, high)
-            if exclude is not None:
-                drawn = drawn[~np.isin(drawn, exclude)]
-            else:
-                keep = []
-                for i in drawn.tolist():
-                    if i not in seen:
-                        seen.add(i)
-                        keep.append(i)
-                drawn = np.asarray(keep, np.int64)
-            out.append(drawn)
-            have += len(drawn)
-        return np.concatenate(out)[:need]
+            return rng.integers(0, high) * 10**self.digits + rng.integers(0, high)
+
+        return _stream(draw, need, exclude)
+
+    def _drawn(
+        self, rng: np.random.Generator, need: int, weights: np.ndarray, exclude: np.ndarray
+    ) -> np.ndarray:
+        """``need`` indices skill·6^digits + j (``_stream``), skill drawn by ``weights`` and j
+        uniformly."""
+        base = _OPERAND_DIGITS**self.digits
+
+        def draw(m: int) -> np.ndarray:
+            return rng.choice(self.skills, m, p=weights) * base + rng.integers(0, base, m)
+
+        return _stream(draw, need, exclude)
 
     def split(self) -> Split:
         """The train/val/test problems, disjoint by construction (one shuffled index space)."""
@@ -230,7 +293,8 @@ class Task:
     def prompt(self, p: Problem) -> str:
         """``"\\n07+48="``: what the model is given (its length is the same for every problem)."""
         d = self.digits
-        return f"\n{p.a:0{d}d}{p.op}{p.b:0{d}d}="
+        b = f"{p.b:0{d}d}" if p.skill is None else SKILL_NAMES[p.skill]
+        return f"\n{p.a:0{d}d}{p.op}{b}="
 
     def completion(self, p: Problem) -> str:
         """The correct completion after the prompt, without the closing newline."""
@@ -244,6 +308,8 @@ class Task:
     @property
     def answer_width(self) -> int:
         """Digits of the largest result: every answer is zero-padded to it (plain, reverse)."""
+        if self.skills:  # no carry: 5..5 + 4..4
+            return self.digits
         return len(str((10**self.digits - 1) ** 2 if self.op == "*" else 2 * 10**self.digits - 2))
 
     def _chain(self, p: Problem) -> str:
@@ -293,10 +359,44 @@ class Task:
 
     def spec(self) -> str:
         """The corpus spec that names this task."""
-        opts = ",".join(f"{k}={getattr(self, k)}" for k in _KEYS)
+        keys = _KEYS if self.skills else _KEYS[:-2]
+        opts = ",".join(f"{k}={getattr(self, k)}" for k in keys)
         if self.min_digits:
             opts = opts.replace(f"digits={self.digits}", f"digits={self.min_digits}-{self.digits}")
         return f"task:{self.name}:{opts}"
+
+
+def _stream(draw: Callable[[int], np.ndarray], need: int, exclude: np.ndarray | None) -> np.ndarray:
+    """``need`` problem indices in the order ``draw(m)`` (m at a time) yields them. Without
+    ``exclude``, distinct (a repeat is drawn again); with it, indices in ``exclude`` are drawn
+    again and repeats are kept (a training stream: a mixture's rare problems are few)."""
+    out: list[np.ndarray] = []
+    seen: set[int] = set()
+    have = 0
+    while have < need:
+        drawn = draw(2 * (need - have) + 64)
+        if exclude is not None:
+            drawn = drawn[~np.isin(drawn, exclude)]
+        else:
+            keep = []
+            for i in drawn.tolist():
+                if i not in seen:
+                    seen.add(i)
+                    keep.append(i)
+            drawn = np.asarray(keep, np.int64)
+        out.append(drawn)
+        have += len(drawn)
+    return np.concatenate(out)[:need]
+
+
+def _decimal(j: int, base: int) -> int:
+    """The decimal number whose digits are ``j``'s digits in ``base``: _decimal(13, 6) = 21."""
+    out, place = 0, 1
+    while j:
+        j, digit = divmod(j, base)
+        out += digit * place
+        place *= 10
+    return out
 
 
 def task_documents(task: Task, lines_per_doc: int = 256) -> list[tuple[bool, bytes]]:

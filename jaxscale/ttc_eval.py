@@ -168,7 +168,8 @@ def evaluate_problems(
     """Per-problem lines and the raw generations of the first ``keep_samples`` problems.
 
     A line holds ``problem`` (the prompt), ``operands``, ``op``, ``answer``, ``n``,
-    ``correct``, ``answers`` (parsed answer -> count, ``"null"`` for unparsable), and the
+    ``correct``, ``answers`` (parsed answer -> count, ``"null"`` for unparsable), ``skill``
+    (a skills task only: the index of the skill whose hidden constant is b), and the
     greedy and teacher-forced measures: ``greedy``, ``greedy_correct``, ``answer_logprob``,
     ``edit_distance``, ``generated_tokens`` (summed over the n samples, stop tokens included).
 
@@ -206,6 +207,8 @@ def evaluate_problems(
                 + sum(len(t) < task.max_completion() for t in sampled[i * n : (i + 1) * n]),
             }
         )
+        if p.skill is not None:  # a skills task: which hidden constant b is
+            lines[-1]["skill"] = p.skill
         if i < keep_samples:
             raw += [
                 {"problem": lines[-1]["problem"], "text": t, "parsed": a, "correct": a == p.answer}
