@@ -263,7 +263,9 @@ FIT_R2 = 0.9  # a law or coverage fit that explains less than this is warned abo
 def ttc_warnings(result: Mapping[str, Any]) -> list[str]:
     """What in a lab's result cannot be trusted, one line each: the test-time law or a coverage
     fit that explains less than :data:`FIT_R2` of the variance (a model already at pass@1 ≥ 0.99
-    excepted), a trade drawn through fewer than 3 models, greedy exact match falling with N.
+    excepted), a law whose bootstrap interval is a single value (every resample gave the same
+    fit: the interval says nothing), a trade drawn through fewer than 3 models, greedy exact
+    match falling with N.
 
     Example:
       >>> ttc_warnings({"law": {"r2": 0.2}, "models": [], "trade": {"points": []}})[0][:27]
@@ -275,6 +277,13 @@ def ttc_warnings(result: Mapping[str, Any]) -> list[str]:
         out.append(
             f"Accuracy(N, T) = α·(N·T)^β explains this ladder poorly (R² {r2:.2f} < {FIT_R2}): "
             "accuracy does not grow as a power of N·T here; do not extrapolate the law"
+        )
+    flat = [k for k, (lo, hi) in (result["law"].get("ci") or {}).items() if lo == hi]
+    if flat:
+        out.append(
+            f"the law's bootstrap interval of {', '.join(flat)} is a single value: every "
+            "resample gave the same fit (it passes through the few points below the cap at "
+            "1), so the interval says nothing about its uncertainty"
         )
     for m in result["models"]:
         fit_r2 = m["coverage_fit"].get("r2")

@@ -211,6 +211,30 @@ def test_test_time_law_recovers_alpha_beta_and_the_trade():
     assert capped["capped"] and capped["T_factor"] == pytest.approx(4.0, rel=1e-6)
 
 
+def test_test_time_law_reaches_the_brute_force_optimum_of_a_capped_lab():
+    """A real lab's table (configs/ttc.yaml's checkpoints sampled at T=1: pass@k of 4 models,
+    most points at the cap of 1): the fit must reach the optimum a dense brute-force search of
+    the same Huber objective finds. From a coarse grid it stopped on a corner 32% worse."""
+    n = np.repeat([25472.0, 39520.0, 56640.0, 76832.0], 6)
+    k = np.tile([1.0, 2.0, 4.0, 8.0, 16.0, 32.0], 4)
+    T = k * np.repeat([4.005, 4.0, 4.0, 4.0], 6)
+    acc = np.array([
+        0.81515625, 0.88641129, 0.92404797, 0.94866076, 0.96574364, 0.985,
+        0.8853125, 0.92576613, 0.94608537, 0.96034191, 0.97072915, 0.98,
+        0.99203125, 0.99943548, 0.99997066, 0.99999998, 1.0, 1.0,
+        0.99765625, 0.99998992, 1.0, 1.0, 1.0, 1.0,
+    ])  # fmt: skip
+    fit = fit_test_time(T, acc, n)
+    la, b = np.meshgrid(np.linspace(-6.0, 0.0, 1201), np.linspace(0.0, 0.6, 1201))
+    r = np.log(acc) - np.minimum(0.0, la[..., None] + b[..., None] * np.log(n * T))
+    d = 1e-3
+    huber = np.where(np.abs(r) < d, 0.5 * r**2, d * (np.abs(r) - 0.5 * d)).sum(axis=-1)
+    assert fit.objective <= huber.min() * (1 + 1e-3)
+    i = np.unravel_index(np.argmin(huber), huber.shape)
+    assert fit.params["beta"] == pytest.approx(b[i], abs=0.01)
+    assert fit.converged and fit.r2 > 0.5
+
+
 def test_test_time_without_N_fits_alpha_T_beta():
     T = np.logspace(0, 3, 10)
     fit = fit_test_time(T, 0.02 * T**0.4)

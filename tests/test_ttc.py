@@ -335,9 +335,9 @@ def test_bad_ttc_section_is_one_line_exit_2(tmp_path, capsys, ttc, corpus, needl
 
 def test_the_lab_warns_about_the_fits_it_cannot_trust():
     """On the committed example's numbers: a law under R² 0.9, a coverage fit under 0.9 of a
-    model below pass@1 0.99, a trade through two models and exact match falling with N are each
-    warned about (the first example, configs/ttc.yaml before its rework, had the first three);
-    a result that passes says nothing."""
+    model below pass@1 0.99, a law interval of zero width, a trade through two models and exact
+    match falling with N are each warned about (the first example, configs/ttc.yaml before its
+    rework, had the first three); a result that passes says nothing."""
     import copy
 
     from jaxscale.ttc_fits import ttc_warnings
@@ -361,6 +361,9 @@ def test_the_lab_warns_about_the_fits_it_cannot_trust():
     assert "R² 0.20" in warned[0] and first["run"] in warned[1] and "2 models" in warned[2]
     first["pass_at_k"]["1"] = 0.995  # a solved model's coverage fit is not warned about
     assert len(ttc_warnings(bad)) == 2
+    flat = copy.deepcopy(good)
+    flat["law"]["ci"]["beta"] = [0.674, 0.674]  # every resample gave the same fit
+    assert "interval of beta is a single value" in ttc_warnings(flat)[0]
     max(good["models"], key=lambda m: m["N"])["greedy_exact_match"] = -1.0
     assert "exact match falls" in ttc_warnings(good)[0]
 

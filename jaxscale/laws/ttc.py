@@ -25,12 +25,17 @@ def _coverage_log(th: Any, xs: tuple) -> Any:
     return a * jnp.power(xs[0], b)
 
 
+# A dense grid of starts for the test-time law: its cap makes the objective flat wherever every
+# point is predicted at >= 1, and the Huber loss (nearly L1 here) has a corner wherever one point
+# is fitted exactly, so L-BFGS from a coarse 6 x 6 grid stopped on such a corner: on a real lab
+# (pass@1 0.82..1.00) at objective 6.5e-4 and R² 0.12, where the optimum is 4.9e-4 and R² 0.54
+# (tests/test_fit.py checks it against brute force). 49 x 45 starts cost ~1 s for 2 parameters.
 TEST_TIME = Spec(
     TestTime,
     ("log_alpha", "beta"),
     _test_time_log,
     lambda th: {"alpha": jnp.exp(th[0]), "beta": th[1]},
-    ((-8.0, -6.0, -4.0, -2.0, -1.0, 0.0), (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)),
+    (tuple(np.linspace(-12.0, 0.0, 49)), tuple(np.linspace(0.01, 1.0, 45))),
 )
 COVERAGE = Spec(
     Coverage,
