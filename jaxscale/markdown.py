@@ -48,6 +48,12 @@ def checks_md(a: SweepAnalysis) -> list[str]:
                 f"{100 * h['full_fit_max_abs_rel_err']:.2f}% of them."
                 if h.get("full_fit_max_abs_rel_err") is not None
                 else ""
+            )
+            + (
+                f" Kaplan's L(N, D), refitted on the same runs, predicts them within "
+                f"{100 * h['kaplan_max_abs_rel_err']:.2f}%."
+                if h.get("kaplan_max_abs_rel_err") is not None
+                else ""
             ),
             "",
             "| run | N | D | measured | predicted | error |",
