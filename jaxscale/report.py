@@ -184,6 +184,11 @@ def summary(a: SweepAnalysis) -> str:
         lines.append(
             f"held out: the {len(h['runs'])} runs of the largest budget (C={h['budget_C']:.3g}) "
             f"predicted within {100 * h['max_abs_rel_err']:.2f}%"
+            + (
+                f" (Kaplan's L(N, D) on the same runs: {100 * h['kaplan_max_abs_rel_err']:.2f}%)"
+                if h.get("kaplan_max_abs_rel_err") is not None
+                else ""
+            )
         )
     if a.optimal:
         o = a.optimal

@@ -1,12 +1,16 @@
 """A sweep's checks on ladders with a known answer: a ladder drawn from a Chinchilla law passes
 them all; one whose largest budget breaks the law, or whose corpus' entropy is not the fitted E,
-is warned about."""
+is warned about; and the committed quick ladder, whose held-out miss is the form's."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jaxscale.analysis import analyse
 from jaxscale.laws import Chinchilla
+from jaxscale.report import summary
+from jaxscale.results import fit_points, read_records
 
 TRUE = Chinchilla(E=1.5, A=400.0, B=1200.0, alpha=0.34, beta=0.30)
 
@@ -60,11 +64,7 @@ def test_on_the_committed_quick_ladder_the_form_not_the_fit_misses_the_held_out_
     """The real quick ladder (reports/examples/quick): the Chinchilla law fitted below the
     largest budget misses it by more than 2%, the law fitted to every run misses it too, and
     Kaplan's coupled law without a floor, refitted on the same 15 runs, predicts it within 2%;
-    the warning says all three."""
-    from pathlib import Path
-
-    from jaxscale.results import fit_points, read_records
-
+    the warning and the sweep's summary say so."""
     example = Path(__file__).resolve().parents[1] / "reports" / "examples" / "quick"
     a = analyse(fit_points(read_records(example / "results.jsonl"))[0], n_key="N_with_head",
                 bootstrap=0)  # fmt: skip
@@ -73,3 +73,5 @@ def test_on_the_committed_quick_ladder_the_form_not_the_fit_misses_the_held_out_
     assert h["kaplan_max_abs_rel_err"] < 0.015
     (warning,) = [w for w in a.warnings if "does not extrapolate" in w]
     assert "form does not follow" in warning and "Kaplan" in warning
+    pct = f"{100 * h['kaplan_max_abs_rel_err']:.2f}%"
+    assert f"(Kaplan's L(N, D) on the same runs: {pct})" in summary(a)  # the sweep's last lines
