@@ -179,9 +179,13 @@ def _heldout(
         fit = fit_chinchilla(design.N[keep], design.D[keep], design.loss[keep], seed=seed)
     except UserError as e:
         return None, f"too few runs below the largest budget ({e})"
-    pred = predict_loss(fit.law, design.N[top], design.D[top])
     meas = design.loss[top]
-    rel = (pred - meas) / meas
+
+    def predicted(law: Any) -> tuple[np.ndarray, np.ndarray]:  # on the held-out runs
+        pred = predict_loss(law, design.N[top], design.D[top])
+        return pred, (pred - meas) / meas  # and the relative errors
+
+    pred, rel = predicted(fit.law)
     runs = [
         {"run": str(r), "N": float(n), "D": float(d), "measured": float(m), "predicted": float(p),
          "rel_err": float(e)}
@@ -191,12 +195,10 @@ def _heldout(
     budget = float(np.exp(np.mean(np.log(design.C[top]))))
     seen = kaplan = None
     if full is not None:
-        seen = predict_loss(full.law, design.N[top], design.D[top])
-        seen = float(np.max(np.abs((seen - meas) / meas)))
+        seen = float(np.max(np.abs(predicted(full.law)[1])))
     try:
         other = fit_kaplan(design.N[keep], design.D[keep], design.loss[keep], seed=seed)
-        kaplan = predict_loss(other.law, design.N[top], design.D[top])
-        kaplan = float(np.max(np.abs((kaplan - meas) / meas)))
+        kaplan = float(np.max(np.abs(predicted(other.law)[1])))
     except UserError:
         pass  # too few runs for it: the Chinchilla check stands alone
     return {

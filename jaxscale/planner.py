@@ -14,12 +14,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Hashable, Set
 from dataclasses import dataclass
 
 from jaxscale.config import RunSpec, SweepConfig, TrainConfig
-from jaxscale.counting import TOKENIZER_VOCAB, params_with_head
+from jaxscale.counting import TOKENIZER_VOCAB, ModelShape, params_with_head
 from jaxscale.train import pack_key, wsd_key
 
 
@@ -114,11 +115,19 @@ def run_training(cfg: SweepConfig, spec: RunSpec) -> TrainConfig:
     warmup = t.warmup
     if t.warmup_per_param:
         n = params_with_head(spec.shape, TOKENIZER_VOCAB[cfg.tokenizer])
-        span = spec.tokens
-        if t.schedule == "wsd":
-            span = max(r.tokens for r in cfg.runs() if r.shape == spec.shape)
+        span = _longest_run(cfg)[spec.shape] if t.schedule == "wsd" else spec.tokens
         warmup = min(0.5, t.warmup_per_param * n / span)
     return dataclasses.replace(t, lr=lr, batch_size=batch, warmup=warmup)
+
+
+@functools.lru_cache(maxsize=8)
+def _longest_run(cfg: SweepConfig) -> dict[ModelShape, int]:
+    """Each shape's largest token budget in ``cfg``: its WSD trunk (listed once per config,
+    not once per run)."""
+    out: dict[ModelShape, int] = {}
+    for r in cfg.runs():
+        out[r.shape] = max(out.get(r.shape, 0), r.tokens)
+    return out
 
 
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:

@@ -65,23 +65,25 @@ def test_skill_split_is_disjoint_zipf_weighted_and_fingerprinted():
 
 
 @pytest.mark.parametrize(
-    ("opts", "needle"),
+    ("spec", "needle"),
     [
-        ("digits=2,skills=26,train=100", "skills must be in 1..25"),
-        ("digits=3,skills=53,train=100", "skills must be in 1..52"),
-        ("digits=3,skills=4,train=0", "train=N > 0"),
-        ("digits=1-3,skills=4,train=10", "fixed digits=N"),
-        ("digits=3,skills=4,zipf=x,train=10", "zipf must be a number"),
-        ("digits=3,skills=4,zipf=-1,train=10", "zipf must be in 0..8"),
-        ("digits=2,skills=4,train=10,test=60,val=20", "at most half"),
+        ("addition:digits=3-1", "1 <= LO < HI"),
+        ("addition:digits=0-2", "1 <= LO < HI"),
+        ("addition:digits=a-2", "N or LO-HI"),
+        ("addition:digits=4", "set train=N"),
+        ("addition:digits=1-2,test=5000,val=1000,train=1", "at most half"),
+        ("addition:digits=2,skills=26,train=100", "skills must be in 1..25"),
+        ("addition:digits=3,skills=53,train=100", "skills must be in 1..52"),
+        ("addition:digits=3,skills=4,train=0", "train=N > 0"),
+        ("addition:digits=1-3,skills=4,train=10", "fixed digits=N"),
+        ("addition:digits=3,skills=4,zipf=x,train=10", "zipf must be a number"),
+        ("addition:digits=3,skills=4,zipf=-1,train=10", "zipf must be in 0..8"),
+        ("addition:digits=2,skills=4,train=10,test=60,val=20", "at most half"),
+        ("multiplication:digits=2,skills=4,train=10,test=5,val=5", "addition only"),
     ],
 )
-def test_bad_skill_options_are_one_line_data_errors(opts, needle):
+def test_bad_task_options_are_one_line_data_errors(spec, needle):
+    """Digit ranges and skills options, checked when the spec is parsed."""
     with pytest.raises(DataError) as err:
-        Task.parse(f"addition:{opts}")
+        Task.parse(spec)
     assert needle in str(err.value) and "\n" not in str(err.value)
-
-
-def test_skills_are_for_addition_only():
-    with pytest.raises(DataError, match="addition only"):
-        Task.parse("multiplication:digits=2,skills=4,train=10,test=5,val=5")
