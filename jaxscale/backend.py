@@ -163,20 +163,39 @@ def vectorize_packs() -> bool:
     return jax.default_backend() != "cpu"
 
 
-# Steps a training loop may queue before it records a step's metrics (``train.metrics``).
+# Calls of the compiled step a training loop may queue before it records their metrics.
 _METRICS_LAG = 4
+# Steps a training loop runs in one compiled call (``train.step.make_pack_steps``).
+_STEPS_PER_CALL = 16
+
+
+def steps_per_call() -> int:
+    """How many steps a training loop runs in one call of its compiled step.
+
+    A tiny model's step is shorter than the host's work around it (flattening the state's
+    pytree, placing the batch, queueing the metrics), so a sweep's loop runs 16 steps a call:
+    one core, batch 4 x 128, L2-d24-h2 trained 136k tok/s a step a call and 175k 16 steps a
+    call, L2-d48-h2 70k and 90k (``scripts/bench_steps.py``). jax-metal crashes on some
+    while-loop patterns (REFERENCE.md), so on Metal it is 1: the plain step.
+    ``JAXSCALE_STEPS_PER_CALL`` overrides it.
+    """
+    env = os.environ.get("JAXSCALE_STEPS_PER_CALL", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return 1 if _on_metal() else _STEPS_PER_CALL
 
 
 def metrics_lag() -> int:
-    """How many steps behind the device a training loop records step metrics.
+    """How many calls of the compiled step (``steps_per_call`` steps each) behind the device a
+    training loop records step metrics.
 
     On an accelerator a host sync per step stalls the device after every step, which costs most
     where the steps are short (a ladder's small models). On CPU, where dispatch is asynchronous
     too, recording 4 steps late was never slower than a sync per step: context 128, batch 32 on
     2 loaded cores (load 10-12), L1-d32-h2 trained 14.3k tok/s against 12.1k, L3-d96-h3 2.01k
-    against 2.00k, with identical records (``jaxscale.bench.bench_lag``). So every backend
-    records 4 steps late; ``JAXSCALE_METRICS_LAG`` overrides it (the records are the same for
-    any lag).
+    against 2.00k, with identical records (``jaxscale.bench.bench_loop``, measured at a step a
+    call). So every backend records 4 calls late; ``JAXSCALE_METRICS_LAG`` overrides it (the
+    records are the same for any lag).
     """
     env = os.environ.get("JAXSCALE_METRICS_LAG", "")
     return int(env) if env.isdigit() else _METRICS_LAG
@@ -298,9 +317,10 @@ def pack_shardings(mesh: Mesh, tree: Any, *, shard: bool) -> Any:
     return jax.tree.map(spec, tree)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """A pack's batches (P, B, L+1): models over ``pack``, sequences over ``data``."""
-    return NamedSharding(mesh, PartitionSpec("pack", "data"))
+def batch_sharding(mesh: Mesh, *, steps: bool = False) -> NamedSharding:
+    """A pack's batches (P, B, L+1): models over ``pack``, sequences over ``data``; with
+    ``steps``, several steps' batches (K, P, B, L+1)."""
+    return NamedSharding(mesh, PartitionSpec(*([None] if steps else []), "pack", "data"))
 
 
 def eval_sharding(mesh: Mesh) -> NamedSharding:

@@ -201,67 +201,71 @@ def bench_mfu(
 
 
 @contextmanager
-def metrics_lag_set(lag: int) -> Iterator[None]:
-    """Within the block, training loops record step metrics ``lag`` steps late
-    (``backend.metrics_lag``'s ``JAXSCALE_METRICS_LAG``)."""
-    before = os.environ.get("JAXSCALE_METRICS_LAG")
-    os.environ["JAXSCALE_METRICS_LAG"] = str(lag)
+def env_set(name: str, value: int) -> Iterator[None]:
+    """Within the block, the environment variable ``name`` is ``value``: how a benchmark sets
+    a training-loop knob (``JAXSCALE_METRICS_LAG``, ``JAXSCALE_STEPS_PER_CALL``)."""
+    before = os.environ.get(name)
+    os.environ[name] = str(value)
     try:
         yield
     finally:
         if before is None:
-            del os.environ["JAXSCALE_METRICS_LAG"]
+            del os.environ[name]
         else:
-            os.environ["JAXSCALE_METRICS_LAG"] = before
+            os.environ[name] = before
 
 
 @dataclass(frozen=True, slots=True)
-class LagBench:
-    """A pack trained with a host sync per step and with its metrics fetched ``lag`` steps late."""
+class LoopBench:
+    """A pack trained under two values of one training-loop setting, an environment variable
+    (``JAXSCALE_METRICS_LAG``: steps' metrics fetched at once or late; ``JAXSCALE_STEPS_PER_CALL``:
+    steps a compiled call)."""
 
-    lag: int
-    sync_tokens_per_s: float  # the pack's aggregate, medians over the repeats
-    lagged_tokens_per_s: float
+    setting: str
+    values: tuple[int, int]
+    tokens_per_s: tuple[float, float]  # the pack's aggregate under each, medians over repeats
     same_records: bool  # every model's loss, train loss and divergence step equal either way
 
     @property
     def speedup(self) -> float:
-        return self.lagged_tokens_per_s / self.sync_tokens_per_s
+        """Throughput under the second value over the first."""
+        return self.tokens_per_s[1] / self.tokens_per_s[0]
 
 
-def bench_lag(
+def bench_loop(
     shape: ModelShape,
+    setting: str,
+    values: tuple[int, int],
     pack: int = 1,
     *,
-    lag: int = 4,
     batch_size: int = 16,
     context: int = 128,
     steps: int = 60,
     repeats: int = 3,
-) -> LagBench:
-    """Throughput of ``train_pack`` recording each step at once (lag 0: a host sync per step)
-    against ``lag`` steps late, alternating the two ``repeats`` times (both see the same load).
+) -> LoopBench:
+    """Throughput of ``train_pack`` under two values of a loop setting, alternating the two
+    ``repeats`` times (both see the same load), and whether they train the same numbers.
 
     Example:
-      >>> bench_lag(PRESETS["tiny"], lag=4).speedup                     # doctest: +SKIP
+      >>> bench_loop(PRESETS["tiny"], "JAXSCALE_METRICS_LAG", (0, 4)).speedup  # doctest: +SKIP
     """
     corpus = load_corpus(BENCH_CORPUS, progress=False)
     train = TrainConfig(batch_size=batch_size, evals=1, warmup=0.0)
     specs = [RunSpec(f"m{i}", shape, steps * batch_size * context, seed=i) for i in range(pack)]
     common = {"context": context, "train": train, "eval_cfg": EvalConfig(tokens=context)}
-    speed: dict[int, list[float]] = {0: [], lag: []}
+    speed: dict[int, list[float]] = {v: [] for v in values}
     results: dict[int, list] = {}
     for _ in range(repeats):
-        for each in (0, lag):
-            with metrics_lag_set(each):
+        for value in values:
+            with env_set(setting, value):
                 outcomes = train_pack(specs, corpus, **common)
-            speed[each].append(pack * outcomes[0].tokens_per_s)
-            results[each] = [(o.loss, o.train_loss, o.diverged_at) for o in outcomes]
-    return LagBench(
-        lag,
-        statistics.median(speed[0]),
-        statistics.median(speed[lag]),
-        results[0] == results[lag],
+            speed[value].append(pack * outcomes[0].tokens_per_s)
+            results[value] = [(o.loss, o.train_loss, o.diverged_at) for o in outcomes]
+    return LoopBench(
+        setting,
+        values,
+        (statistics.median(speed[values[0]]), statistics.median(speed[values[1]])),
+        results[values[0]] == results[values[1]],
     )
 
 

@@ -8,8 +8,9 @@ The checks (sizes for a GPU; ``--cpu-smoke`` runs each at a tiny size on CPU, fo
   against the bfloat16 matmul peak the device reaches (``bench_mfu``);
 - ``dtype``: the final validation loss of one short run in bfloat16 against float32
   (``bench_dtypes``);
-- ``lag``: a tiny model's training with a host sync per step against its metrics fetched 4 steps
-  late, tokens/s and whether the records are identical (``bench_lag``).
+- ``lag``: a tiny model's training with a host sync per call against its metrics fetched 4
+  calls late, tokens/s and whether the records are identical (``bench_loop``).
+- ``steps``: the same training at one step a compiled call against 16 (``bench_loop``).
 
 A check that fails is recorded with its error and the others still run; the exit status is 1 if
 any failed. Prints a table and writes one JSON file. About 3-4 minutes on one H100/H200.
@@ -34,7 +35,7 @@ from typing import Any
 import jax
 
 from jaxscale.backend import configure
-from jaxscale.bench import bench_dtypes, bench_lag, bench_mfu, bench_pack
+from jaxscale.bench import bench_dtypes, bench_loop, bench_mfu, bench_pack
 from jaxscale.counting import PRESETS, ModelShape
 from jaxscale.machine import provenance
 
@@ -47,8 +48,10 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
                 "dtype": "bfloat16", "steps": 10},
         "dtype": {"shape": ModelShape(4, 256, 4), "batch_size": 32, "context": 256,
                   "tokens": 2_621_440},
-        "lag": {"shape": PRESETS["tiny"], "lag": 4, "batch_size": 16, "context": 128,
+        "lag": {"shape": PRESETS["tiny"], "values": (0, 4), "batch_size": 16, "context": 128,
                 "steps": 200, "repeats": 3},
+        "steps": {"shape": PRESETS["tiny"], "values": (1, 16), "batch_size": 16,
+                  "context": 128, "steps": 200, "repeats": 3},
     },
     "cpu-smoke": {
         "pack": {"shape": ModelShape(1, 16, 2), "pack": 8, "batch_size": 8, "context": 32,
@@ -57,8 +60,10 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
                 "dtype": "float32", "steps": 3, "matmul_n": 256},
         "dtype": {"shape": ModelShape(1, 32, 2), "batch_size": 8, "context": 32,
                   "tokens": 4_096},
-        "lag": {"shape": ModelShape(1, 16, 2), "lag": 4, "batch_size": 8, "context": 32,
+        "lag": {"shape": ModelShape(1, 16, 2), "values": (0, 4), "batch_size": 8, "context": 32,
                 "steps": 20, "repeats": 1},
+        "steps": {"shape": ModelShape(1, 16, 2), "values": (1, 16), "batch_size": 8,
+                  "context": 32, "steps": 40, "repeats": 1},
     },
 }  # fmt: skip
 
@@ -106,26 +111,33 @@ def check_dtype(shape: ModelShape, **kw: Any) -> dict[str, Any]:
     }
 
 
-def check_lag(shape: ModelShape, **kw: Any) -> dict[str, Any]:
-    r = bench_lag(shape, **kw)
-    return {
-        "shape": shape.label,
-        "lag": r.lag,
-        "sync_tokens_per_s": r.sync_tokens_per_s,
-        "lagged_tokens_per_s": r.lagged_tokens_per_s,
-        "speedup": r.speedup,
-        "same_records": r.same_records,
-        "summary": f"{r.speedup:.2f}x with metrics {r.lag} steps late ({r.lagged_tokens_per_s:,.0f}"
-        f" against {r.sync_tokens_per_s:,.0f} tok/s), records "
-        + ("identical" if r.same_records else "DIFFERENT"),
-    }
+def check_loop(setting: str, what: str) -> Callable[..., dict[str, Any]]:
+    """A check of one training-loop setting (``bench_loop``): ``what`` says what its second
+    value does, e.g. "with metrics {} calls late"."""
+
+    def check(shape: ModelShape, values: tuple[int, int], **kw: Any) -> dict[str, Any]:
+        r = bench_loop(shape, setting, values, **kw)
+        return {
+            "shape": shape.label,
+            "setting": setting,
+            "values": list(r.values),
+            "tokens_per_s": list(r.tokens_per_s),
+            "speedup": r.speedup,
+            "same_records": r.same_records,
+            "summary": f"{r.speedup:.2f}x {what.format(values[1])} ({r.tokens_per_s[1]:,.0f}"
+            f" against {r.tokens_per_s[0]:,.0f} tok/s), records "
+            + ("identical" if r.same_records else "DIFFERENT"),
+        }
+
+    return check
 
 
 CHECKS: dict[str, Callable[..., dict[str, Any]]] = {
     "pack": check_pack,
     "mfu": check_mfu,
     "dtype": check_dtype,
-    "lag": check_lag,
+    "lag": check_loop("JAXSCALE_METRICS_LAG", "with metrics {} calls late"),
+    "steps": check_loop("JAXSCALE_STEPS_PER_CALL", "at {} steps a call"),
 }
 
 

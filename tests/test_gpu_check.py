@@ -24,7 +24,7 @@ def test_gpu_check_cpu_smoke_measures_every_check(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     got = json.loads(out.read_text())
     checks = got["checks"]
-    assert set(checks) == {"pack", "mfu", "dtype", "lag"}
+    assert set(checks) == {"pack", "mfu", "dtype", "lag", "steps"}
     assert not any("error" in c for c in checks.values())
     assert checks["pack"]["pack"] == 8 and checks["pack"]["speedup"] > 0
     assert 0 < checks["mfu"]["mfu"] < 1 and checks["mfu"]["peak_flops_per_s"] > 0

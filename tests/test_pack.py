@@ -42,7 +42,7 @@ def test_a_pack_of_four_lrs_is_one_step_function_and_four_results(
     lrs = [1e-3, 3e-3, 1e-2, 3e-2]
     with jax.log_compiles(), caplog.at_level(logging.WARNING):
         records, _ = sweep(tmp_path, "lrs", train={"batch_size": 16, "lr": lrs, "evals": 2})
-    compiling = re.compile(r"Compiling (jit\()?_pack_step\b")  # jax 0.10 | jax 0.5 wording
+    compiling = re.compile(r"Compiling (jit\()?_pack_steps\b")  # jax 0.10 | jax 0.5 wording
     compiled = [r for r in caplog.records if compiling.match(r.getMessage())]
     assert len(compiled) == 1  # the 4 models train in one compiled step function
     assert [r["lr"] for r in records] == lrs
@@ -63,6 +63,24 @@ def test_a_pack_of_four_lrs_is_one_step_function_and_four_results(
     best = min(records, key=lambda r: r["loss"])
     assert len(points) == 1 and points[0]["loss"] == best["loss"]
     assert choices[0]["lr"] == best["lr"] and len(choices[0]["loss_by_lr"]) == 4
+
+
+def test_sixteen_steps_a_call_train_what_one_step_a_call_trains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 137 steps with validations after 46, 91 and 137: calls of 16 stop short at each of them
+    corpus = load_corpus(CORPUS, progress=False)
+    specs = [RunSpec(f"m{i}", ModelShape(**SHAPE), 137 * 8 * 16, i, lr)
+             for i, lr in enumerate([3e-3, 3e-2])]  # fmt: skip
+    kw = {"context": 16, "train": TrainConfig(batch_size=8, evals=3), "eval_cfg": EvalConfig(2048)}
+    got = {}
+    for per_call in (1, 16):
+        monkeypatch.setenv("JAXSCALE_STEPS_PER_CALL", str(per_call))
+        outs = train_pack(specs, corpus, **kw)
+        got[per_call] = [(o.loss, o.train_loss, o.curve, o.steps) for o in outs]
+    assert [len(c) for _, _, c, _ in got[16]] == [3, 3] and got[16][0][3] == 137
+    assert got[16] == got[1]  # the same numbers, bit for bit
+    assert got[16][0][0] != got[16][1][0]
 
 
 def test_seeds_are_averaged_per_point(tmp_path: Path) -> None:

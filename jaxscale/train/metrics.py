@@ -2,12 +2,13 @@
 metrics on their way from the device, and a run's outcome.
 
 A step's metrics (each model's loss and gradient norm) stay on the device when the step returns.
-``StepMetrics`` starts their copy to the host at once and hands them to the loop ``lag`` steps
-later, when they have long arrived, so the host never waits for the step it just queued: on an
-accelerator the next steps are already running while the loop records the earlier ones. With
-``lag`` 0 every step is fetched as soon as it is queued (a host sync per step). Either way each
-step is recorded in order with the same numbers, so a NaN is still recorded at the step where
-it happened; a lag only lets the pack run up to ``lag`` more steps before it notices.
+``StepMetrics`` starts their copy to the host at once and hands them to the loop ``lag`` calls
+of the compiled step later (each call runs up to ``backend.steps_per_call`` steps), when they
+have long arrived, so the host never waits for the steps it just queued: on an accelerator the
+next steps are already running while the loop records the earlier ones. With ``lag`` 0 every
+call is fetched as soon as it is queued (a host sync per call). Either way each step is
+recorded in order with the same numbers, so a NaN is still recorded at the step where it
+happened; a lag only lets the pack run up to ``lag`` more calls before it notices.
 """
 
 from __future__ import annotations
@@ -148,36 +149,42 @@ class StepRecord:
 
 
 class StepMetrics:
-    """Step metrics in flight from the device, handed out in step order ``lag`` steps late.
+    """Step metrics in flight from the device, handed out in step order ``lag`` calls late.
+
+    Each call of the compiled step queues the metrics of its steps, (K, P) arrays of which the
+    first ``len(lr)`` rows are real steps.
 
     Example:
       >>> pending = StepMetrics(lag=2)
-      >>> pending.push(step, metrics, lr_P)  # right after queueing the step  # doctest: +SKIP
-      >>> records = list(pending.ready())    # the steps 2 or more behind     # doctest: +SKIP
-      >>> records += pending.drain()         # all, before a checkpoint       # doctest: +SKIP
+      >>> pending.push(first, metrics, lr_nxP)  # right after queueing a call  # doctest: +SKIP
+      >>> records = list(pending.ready())     # the calls 2 or more behind    # doctest: +SKIP
+      >>> records += pending.drain()          # all, before a checkpoint      # doctest: +SKIP
     """
 
     def __init__(self, lag: int):
         self.lag = lag
         self._queue: deque[tuple[int, dict[str, jax.Array], np.ndarray]] = deque()
 
-    def push(self, step: int, metrics: dict[str, jax.Array], lr: np.ndarray) -> None:
-        """Queue a step's device metrics and start copying them to the host."""
+    def push(self, first: int, metrics: dict[str, jax.Array], lr: np.ndarray) -> None:
+        """Queue a call's device metrics, its steps numbered from ``first``, and start copying
+        them to the host."""
         for x in metrics.values():
             if x.is_fully_addressable:  # a multi-host array is gathered by ``fetch`` instead
                 x.copy_to_host_async()
-        self._queue.append((step, metrics, lr))
+        self._queue.append((first, metrics, lr))
 
     def ready(self) -> Iterator[StepRecord]:
-        """The steps queued more than ``lag`` steps ago, oldest first."""
+        """The steps of the calls queued more than ``lag`` calls ago, oldest first."""
         while len(self._queue) > self.lag:
-            yield self._pop()
+            yield from self._pop()
 
     def drain(self) -> Iterator[StepRecord]:
-        """Every queued step, oldest first (waits for the newest to finish)."""
+        """Every queued step, oldest first (waits for the newest call to finish)."""
         while self._queue:
-            yield self._pop()
+            yield from self._pop()
 
-    def _pop(self) -> StepRecord:
-        step, metrics, lr = self._queue.popleft()
-        return StepRecord(step, fetch(metrics["loss"]), fetch(metrics["grad_norm"]), lr)
+    def _pop(self) -> Iterator[StepRecord]:
+        first, metrics, lr = self._queue.popleft()
+        loss, grad_norm = fetch(metrics["loss"]), fetch(metrics["grad_norm"])
+        for k in range(len(lr)):
+            yield StepRecord(first + k, loss[k], grad_norm[k], lr[k])

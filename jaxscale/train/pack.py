@@ -33,6 +33,7 @@ from jaxscale.backend import (
     pack_mesh,
     pack_shardings,
     place,
+    steps_per_call,
 )
 from jaxscale.checkpoint import RunCheckpoints
 from jaxscale.config import EvalConfig, RunSpec, TrainConfig
@@ -40,7 +41,7 @@ from jaxscale.data import Corpus, batch_dataset
 from jaxscale.model import init_model
 from jaxscale.train.metrics import MetricsLog, RunOutcome, Slot, StepMetrics, StepRecord
 from jaxscale.train.schedule import lr_table, planned_steps, stop_step
-from jaxscale.train.step import AdamW, evaluate, loss_span, make_optimizer, make_pack_step
+from jaxscale.train.step import AdamW, evaluate, loss_span, make_optimizer, make_pack_steps
 
 # One graph definition per model structure: the compiled steps are keyed by it, and flax 0.10's
 # GraphDefs of the same structure compare unequal, which recompiled every run of a shape there.
@@ -131,7 +132,8 @@ class Pack:
             on_tokens(self.step * self.tokens_per_step * self.size)
         self.resumed_at = self.step
         self.params, self.opt_state = state
-        self.step_fn = make_pack_step(self.graphdef, train, self.mesh, context)
+        self.step_fn = make_pack_steps(self.graphdef, train, self.mesh, context)
+        self.per_call = steps_per_call()
         self.span = loss_span(train)
         self.lag = metrics_lag()
         self.t_first: float | None = None
@@ -190,10 +192,11 @@ class Pack:
     ) -> None:
         """Train every live model to step ``until``.
 
-        Each step's metrics are recorded ``self.lag`` steps after it was queued, and all of
-        them before a validation, a checkpoint and the return, so the records (and what a
-        checkpoint holds) are those of a host sync per step. When every model has diverged the
-        loop stops, up to ``lag`` steps after the last one's NaN.
+        The steps run ``self.per_call`` at a time in one compiled call, a call never passing
+        a validation or ``until``. Each step's metrics are recorded ``self.lag`` calls after it
+        was queued, and all of them before a validation, a checkpoint and the return, so the
+        records (and what a checkpoint holds) are those of a host sync per step. When every
+        model has diverged the loop stops, up to ``lag`` calls after the last one's NaN.
 
         Args:
           until: the step to stop at.
@@ -211,16 +214,22 @@ class Pack:
                 self._record(r, logs, log_every=log_every, recent_from=recent_from)
 
         while self.step < until and any(s.diverged_at is None for s in self.slots):
-            stacked = np.stack([next(stream) for stream in self.streams])
-            batch = place(stacked[self.stream_of], batch_sharding(self.mesh))
-            lr = lrs[self.step]
+            # up to K steps a call, none past the next validation or ``until``
+            ahead = [s - self.step for s in eval_at if s > self.step]
+            count = min(self.per_call, until - self.step, *ahead)
+            rows = [np.stack([next(it) for it in self.streams])[self.stream_of]
+                    for _ in range(count)]  # fmt: skip
+            rows += [np.zeros_like(rows[0])] * (self.per_call - count)
+            lr = np.zeros((self.per_call, self.size), np.float32)
+            lr[:count] = lrs[self.step : self.step + count]
+            batches = place(np.stack(rows), batch_sharding(self.mesh, steps=True))
             self.params, self.opt_state, metrics = self.step_fn(
-                self.params, self.opt_state, batch, lr
+                self.params, self.opt_state, batches, lr, np.int32(count)
             )
-            self.step += 1
-            pending.push(self.step, metrics, lr)
+            pending.push(self.step + 1, metrics, lr[:count])
+            self.step += count
             record(pending.ready())
-            self.on_tokens(self.tokens_per_step * self.size)
+            self.on_tokens(self.tokens_per_step * self.size * count)
             if self.step in eval_at:
                 record(pending.drain())
                 self.validate(logs)

@@ -187,10 +187,54 @@ def _pack_step(
     return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
 
 
+def _pack_steps(
+    params: nnx.State,
+    opt_state: optax.OptState,
+    batches: jax.Array,
+    lrs: jax.Array,
+    count: jax.Array,
+    *,
+    graphdef: nnx.GraphDef,
+    opt: AdamW,
+    groups: int,
+    vectorize: bool,
+    accum: int,
+    span: tuple[int, int] | None = None,
+) -> tuple[nnx.State, optax.OptState, Metrics]:
+    """The first ``count`` of K ``_pack_step``s in one call: ``batches`` (K, P, B, L+1) and
+    ``lrs`` (K, P), one row a step; metrics (K, P), zero past ``count``.
+
+    A scan over the K rows, each step under a ``lax.cond`` that leaves the state as it is past
+    ``count``: a short call (up to a validation, the end) runs the same compiled body as a
+    full one, so a run's numbers do not depend on where its calls start (a resumed run equals
+    an uninterrupted one). K = 1 is the plain step, with neither scan nor cond (jax-metal
+    crashes on some while-loop patterns, REFERENCE.md).
+    """
+    step = functools.partial(_pack_step, graphdef=graphdef, opt=opt, groups=groups,
+                             vectorize=vectorize, accum=accum, span=span)  # fmt: skip
+    if batches.shape[0] == 1:
+        out = step(params, opt_state, batches[0], lrs[0])
+        return out[0], out[1], jax.tree.map(lambda x: x[None], out[2])
+
+    def one(state: Any, row: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[Any, Metrics]:
+        i, batch, lr = row
+        zeros = {"loss": jnp.zeros_like(lr), "grad_norm": jnp.zeros_like(lr)}
+        *state, metrics = jax.lax.cond(
+            i < count, lambda s: step(*s, batch, lr), lambda s: (*s, zeros), state
+        )
+        return tuple(state), metrics
+
+    rows = (jnp.arange(batches.shape[0]), batches, lrs)
+    (params, opt_state), metrics = jax.lax.scan(one, (params, opt_state), rows)
+    return params, opt_state, metrics
+
+
 _PACK_STATIC = ("graphdef", "opt", "groups", "vectorize", "accum", "span")
 pack_step = jax.jit(_pack_step, static_argnames=_PACK_STATIC, donate_argnums=(0, 1))
-# jax-metal cannot donate buffers (REFERENCE.md): the same step without donation for it.
+pack_steps = jax.jit(_pack_steps, static_argnames=_PACK_STATIC, donate_argnums=(0, 1))
+# jax-metal cannot donate buffers (REFERENCE.md): the same steps without donation for it.
 _pack_step_kept = jax.jit(_pack_step, static_argnames=_PACK_STATIC)
+_pack_steps_kept = jax.jit(_pack_steps, static_argnames=_PACK_STATIC)
 
 
 def make_pack_step(graphdef: nnx.GraphDef, cfg: TrainConfig, mesh: Mesh, context: int) -> StepFn:
@@ -207,13 +251,37 @@ def make_pack_step(graphdef: nnx.GraphDef, cfg: TrainConfig, mesh: Mesh, context
     """
     return functools.partial(
         pack_step if supports_donation() else _pack_step_kept,
-        graphdef=graphdef,
-        opt=AdamW.of(cfg),
-        groups=mesh.shape["pack"],
-        vectorize=vectorize_packs(),
-        accum=micro_batches(cfg, context, mesh.shape["data"]),
-        span=loss_span(cfg),
+        **_static_args(graphdef, cfg, mesh, context),
     )
+
+
+def make_pack_steps(graphdef: nnx.GraphDef, cfg: TrainConfig, mesh: Mesh, context: int) -> StepFn:
+    """``make_pack_step``'s step, K at a time, as a sweep's loop runs it (``_pack_steps``):
+    ``(params, opt_state, batches_KxPxBxLp1, lrs_KxP, count) -> (params, opt_state, metrics)``,
+    the metrics (K, P). K is the batches' leading axis (``backend.steps_per_call``).
+
+    Example:
+      >>> steps = make_pack_steps(graphdef, TrainConfig(), pack_mesh(1, 32), 128)
+      ... # doctest: +SKIP
+      >>> params, opt_state, metrics = steps(params, opt_state, batches, lrs, np.int32(16))
+      ... # doctest: +SKIP
+    """
+    return functools.partial(
+        pack_steps if supports_donation() else _pack_steps_kept,
+        **_static_args(graphdef, cfg, mesh, context),
+    )
+
+
+def _static_args(graphdef: nnx.GraphDef, cfg: TrainConfig, mesh: Mesh, context: int) -> dict:
+    """The static arguments of a pack's compiled step: what changes the computation."""
+    return {
+        "graphdef": graphdef,
+        "opt": AdamW.of(cfg),
+        "groups": mesh.shape["pack"],
+        "vectorize": vectorize_packs(),
+        "accum": micro_batches(cfg, context, mesh.shape["data"]),
+        "span": loss_span(cfg),
+    }
 
 
 def loss_span(cfg: TrainConfig) -> tuple[int, int] | None:

@@ -1,0 +1,49 @@
+"""Steps a compiled call: a sweep's real training loop (``train_pack``) at 1 step a call against
+16, on the quick ladder's shapes (2 layers, batch 4 x 128, one process on one core), alternating
+the two settings so both see the same load. Prints tokens/s, the ratio and whether the two
+trained the same numbers, and names the processor.
+
+    taskset -c 0 .venv/bin/python scripts/bench_steps.py [--widths 16 24 48 80] [--steps 2000]
+
+One core is how a sweep's local workers run (``jaxscale sweep --workers``): one pinned process
+per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from pathlib import Path
+
+from jaxscale.bench import bench_loop
+from jaxscale.counting import ModelShape
+
+
+def processor() -> str:
+    """The CPU's model name (``lscpu``'s), else what the platform says."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--widths", type=int, nargs="+", default=[16, 24, 48, 80])
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    print(f"processor: {processor()}")
+    print("| shape | 1 step a call (tok/s) | 16 steps a call (tok/s) | ratio | same numbers |")
+    print("|---|---|---|---|---|")
+    for width in args.widths:
+        shape = ModelShape(2, width, 2)
+        r = bench_loop(shape, "JAXSCALE_STEPS_PER_CALL", (1, 16), batch_size=4, context=128,
+                       steps=args.steps, repeats=args.repeats)  # fmt: skip
+        one, many = r.tokens_per_s
+        print(f"| {shape.label} | {one:,.0f} | {many:,.0f} | {r.speedup:.2f}x | {r.same_records} |")
+
+
+if __name__ == "__main__":
+    main()
