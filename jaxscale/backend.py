@@ -173,10 +173,12 @@ def steps_per_call() -> int:
     """How many steps a training loop runs in one call of its compiled step.
 
     A tiny model's step is shorter than the host's work around it (flattening the state's
-    pytree, placing the batch, queueing the metrics), so a sweep's loop runs 16 steps a call:
-    one core, batch 4 x 128, L2-d24-h2 trained 136k tok/s a step a call and 175k 16 steps a
-    call, L2-d48-h2 70k and 90k (``scripts/bench_steps.py``). jax-metal crashes on some
-    while-loop patterns (REFERENCE.md), so on Metal it is 1: the plain step.
+    pytree, placing the batch, queueing the metrics), so a sweep's loop runs 16 steps a call.
+    A sweep's real loop on one core of an AMD EPYC at batch 4 x 128 (``scripts/bench_steps.py``)
+    trained L2-d16-h2 at 121k tok/s a step a call and 210k at 16 (1.73x), L2-d24-h2 91k and
+    152k (1.66x), L2-d48-h2 56k and 81k (1.45x), L2-d80-h2 33k and 41k (1.23x), the same numbers
+    bit for bit. jax-metal crashes on some while-loop patterns (REFERENCE.md), so on Metal it is
+    1: the plain step.
     ``JAXSCALE_STEPS_PER_CALL`` overrides it.
     """
     env = os.environ.get("JAXSCALE_STEPS_PER_CALL", "")
