@@ -60,14 +60,26 @@ def test_a_fitted_floor_away_from_the_known_entropy_is_a_warning() -> None:
     assert any("exact entropy" in w for w in a.warnings)
 
 
-def test_on_the_committed_quick_ladder_the_form_not_the_fit_misses_the_held_out_budget() -> None:
-    """The real quick ladder (reports/examples/quick): the Chinchilla law fitted below the
-    largest budget misses it by more than 2%, the law fitted to every run misses it too, and
+def test_the_committed_quick_ladder_predicts_its_held_out_budget_within_two_percent() -> None:
+    """Real runs: reports/examples/quick, trained without weight decay. The law fitted below the
+    largest budget predicts its 5 runs within 2%, the law fitted to all 20 follows them within
+    1%, and the sweep has nothing to warn about."""
+    example = Path(__file__).resolve().parents[1] / "reports" / "examples" / "quick"
+    a = analyse(fit_points(read_records(example))[0], n_key="N_with_head")  # as the sweep does
+    h = a.heldout
+    assert len(h["runs"]) == 5 and h["max_abs_rel_err"] < 0.02
+    assert h["full_fit_max_abs_rel_err"] < 0.01
+    assert all(p.interior for p in a.isoflop.profiles) and not a.warnings
+
+
+def test_on_the_quick_ladder_under_weight_decay_the_form_not_the_fit_misses_the_held_out_budget():
+    """Real runs: the quick ladder as it was trained with AdamW weight decay 0.1 (the 20 records
+    of reports/examples/quick at commit c958830, in tests/data). The Chinchilla law fitted below
+    the largest budget misses it by more than 2%, the law fitted to every run misses it too, and
     Kaplan's coupled law without a floor, refitted on the same 15 runs, predicts it within 2%;
     the warning and the sweep's summary say so."""
-    example = Path(__file__).resolve().parents[1] / "reports" / "examples" / "quick"
-    a = analyse(fit_points(read_records(example / "results.jsonl"))[0], n_key="N_with_head",
-                bootstrap=0)  # fmt: skip
+    records = read_records(Path(__file__).parent / "data" / "quick_weight_decay_0.1.jsonl")
+    a = analyse(fit_points(records)[0], n_key="N_with_head", bootstrap=0)
     h = a.heldout
     assert h["max_abs_rel_err"] > 0.02 and h["full_fit_max_abs_rel_err"] > 0.02
     assert h["kaplan_max_abs_rel_err"] < 0.015
