@@ -184,9 +184,10 @@ def heldout(result: dict[str, Any], path: PathLike) -> Path:
     ax.plot(x, x, "-", color="k", lw=0.8)
     ax.fill_between(x, 0.98 * x, 1.02 * x, color="C2", alpha=0.15, label="±2%")
     ax.plot(meas, pred, "o", color="C3", label="held-out runs")
-    for r in result["runs"]:
+    for i, r in enumerate(sorted(result["runs"], key=lambda r: r["N"])):
+        # labels alternate below and above their points: neighbours in N often sit close
         ax.annotate(f"N={r['N']:.2g}", (r["measured"], r["predicted"]), fontsize=6,
-                    xytext=(3, -8), textcoords="offset points")  # fmt: skip
+                    xytext=(3, -8 if i % 2 else 4), textcoords="offset points")  # fmt: skip
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured loss")
