@@ -28,7 +28,7 @@ from jaxscale.config import EvalConfig, RunSpec, TrainConfig
 from jaxscale.counting import ModelShape, flops_per_token_counted, total_params
 from jaxscale.data import load_corpus
 from jaxscale.model import init_model
-from jaxscale.train import make_optimizer, make_pack_step, micro_batches, train_pack
+from jaxscale.train import make_optimizer, make_pack_steps, micro_batches, train_pack
 
 BENCH_CORPUS = "synthetic:order=2,symbols=64,tokens=2000000"
 
@@ -96,13 +96,13 @@ def model_step(
     params = jax.tree.map(lambda x: x[None], params)
     state = (params, jax.vmap(make_optimizer(cfg).init)(params))
     state = list(jax.device_put(state, pack_shardings(mesh, state, shard=False)))
-    step_fn = make_pack_step(graphdef, cfg, mesh, context)
-    tokens = np.random.default_rng(0).integers(0, vocab, (1, cfg.batch_size, context + 1))
-    batch_BxLp1 = jax.device_put(tokens.astype(np.int32), batch_sharding(mesh))
-    lr = jnp.full((1,), 1e-3, jnp.float32)
+    step_fn = make_pack_steps(graphdef, cfg, mesh, context)  # one step a call: K = 1
+    tokens = np.random.default_rng(0).integers(0, vocab, (1, 1, cfg.batch_size, context + 1))
+    batch = jax.device_put(tokens.astype(np.int32), batch_sharding(mesh, steps=True))
+    lr = jnp.full((1, 1), 1e-3, jnp.float32)
 
     def one_step() -> None:
-        state[0], state[1], metrics = step_fn(state[0], state[1], batch_BxLp1, lr)
+        state[0], state[1], metrics = step_fn(state[0], state[1], batch, lr, np.int32(1))
         jax.block_until_ready(metrics["loss"])
 
     one_step()

@@ -27,6 +27,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("JAXSCALE_CACHE") or Path.home() / ".cache" / "jaxscale")
 
 
+def cpu_facts(*keys: str) -> list[str]:
+    """The first core's ``/proc/cpuinfo`` lines for ``keys`` (Linux; "" where one is missing),
+    else ``[platform.processor()]`` (macOS and others).
+
+    Example:
+      >>> cpu_facts("model name")                     # doctest: +SKIP
+      ['model name\t: AMD EPYC']
+    """
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return [platform.processor()]
+    return [next((x for x in lines if x.startswith(k)), "") for k in keys]
+
+
 def compilation_cache_dir() -> Path:
     """This machine's folder of JAX's persistent compilation cache, under :func:`cache_dir`.
 
@@ -36,11 +51,7 @@ def compilation_cache_dir() -> Path:
     sweeps ask for) could otherwise hand one CPU the code of another. So the folder's name
     hashes those too, and an entry from another machine or version is never found.
     """
-    try:  # Linux: the first core's model name and instruction-set flags
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = [next((x for x in lines if x.startswith(k)), "") for k in ("model name", "flags")]
-    except OSError:  # macOS and others: what the platform says
-        cpu = [platform.processor()]
+    cpu = cpu_facts("model name", "flags")
     versions = [metadata.version(name) for name in ("jax", "jaxlib")]
     key = "\n".join([*versions, platform.python_version(), platform.machine(), sys.platform, *cpu])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -1,9 +1,10 @@
 """Throughput of jaxscale's train step on CPU next to the nanoGPT-style PyTorch reference.
 
-The JAX step is the one a sweep runs for a single run (``jaxscale.train.make_pack_step`` on a
-pack of one GPT from ``jaxscale.model.init_model``, micro-batched as sweeps do); the reference
-is ``../shared/bench/torch_cpu_gpt.py`` (eager and ``torch.compile``), run in its own
-Python (a separate venv with torch) as a subprocess. Each repeat times the JAX step and then the
+The JAX step is the one a sweep runs for a single run (``jaxscale.train.make_pack_steps`` on a
+pack of one GPT from ``jaxscale.model.init_model``, micro-batched as sweeps do, one step a call
+where a sweep runs 16: ``scripts/bench_steps.py`` measures that); the reference is
+``../shared/bench/torch_cpu_gpt.py`` (eager and ``torch.compile``), run in its own Python (a
+separate venv with torch) as a subprocess. Each repeat times the JAX step and then the
 reference back to back, so that both see the same machine load; the printed numbers are medians
 over the repeats, and each repeat is itself the median of its timed steps.
 

@@ -12,20 +12,10 @@ per core.
 from __future__ import annotations
 
 import argparse
-import platform
-from pathlib import Path
 
 from jaxscale.bench import bench_loop
 from jaxscale.counting import ModelShape
-
-
-def processor() -> str:
-    """The CPU's model name (``lscpu``'s), else what the platform says."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
+from jaxscale.machine import cpu_facts
 
 
 def main() -> None:
@@ -34,7 +24,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    print(f"processor: {processor()}")
+    print(f"processor: {cpu_facts('model name')[0].split(':', 1)[-1].strip() or 'unknown'}")
     print("| shape | 1 step a call (tok/s) | 16 steps a call (tok/s) | ratio | same numbers |")
     print("|---|---|---|---|---|")
     for width in args.widths:

@@ -27,7 +27,7 @@ kw = dict(context=16, train=TrainConfig(batch_size=16, accum=2, evals=2),
 out = {}
 for vectorize in (False, True):
     with mock.patch.object(step, "vectorize_packs", lambda: vectorize):
-        fn = step.make_pack_step(None, kw["train"], pack_mesh(4, 16), 16)
+        fn = step.make_pack_steps(None, kw["train"], pack_mesh(4, 16), 16)
         assert fn.keywords["vectorize"] is vectorize
         outs = train_pack(specs, corpus, **kw)
     out[str(vectorize)] = [[o.loss, o.train_loss, *[v for _, v in o.curve]] for o in outs]

@@ -6,7 +6,7 @@ The modules, from the inside out:
   one model and of a pack, micro-batched; the validation loss (``evaluate``).
 - ``schedule``: a run's steps and its learning rate at each (cosine, constant, WSD), on the host.
 - ``metrics``: each model's loop record, its ``metrics.jsonl``, and the step metrics fetched from
-  the device a few steps late (``StepMetrics``), so the host never waits on the step it queued.
+  the device a few calls late (``StepMetrics``), so the host never waits on the steps it queued.
 - ``pack``: a pack's training loop and its state (streams, checkpoints, outcomes):
   ``train_pack`` and ``train_run``.
 - ``wsd``: the warmup-stable-decay driver, a trunk with a cooldown branched off at each D.
@@ -37,9 +37,9 @@ from jaxscale.train.step import (
     AdamW,
     evaluate,
     make_optimizer,
-    make_pack_step,
+    make_pack_steps,
     micro_batches,
-    pack_step,
+    pack_steps,
     train_step,
 )
 from jaxscale.train.wsd import train_wsd, wsd_key, wsd_steps
@@ -58,10 +58,10 @@ __all__ = [
     "lr_schedule",
     "lr_table",
     "make_optimizer",
-    "make_pack_step",
+    "make_pack_steps",
     "micro_batches",
     "pack_key",
-    "pack_step",
+    "pack_steps",
     "planned_steps",
     "stop_step",
     "train_pack",

@@ -141,7 +141,7 @@ def _train_step(
     return params, opt_state, {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads)}
 
 
-# One model's step (the sweeps run ``pack_step``, which wraps the same ``_train_step``).
+# One model's step (the sweeps run ``pack_steps``, which wraps the same ``_train_step``).
 train_step = jax.jit(
     _train_step, static_argnames=("graphdef", "opt", "accum", "span"), donate_argnums=(0, 1)
 )
@@ -193,13 +193,7 @@ def _pack_steps(
     batches: jax.Array,
     lrs: jax.Array,
     count: jax.Array,
-    *,
-    graphdef: nnx.GraphDef,
-    opt: AdamW,
-    groups: int,
-    vectorize: bool,
-    accum: int,
-    span: tuple[int, int] | None = None,
+    **static: Any,
 ) -> tuple[nnx.State, optax.OptState, Metrics]:
     """The first ``count`` of K ``_pack_step``s in one call: ``batches`` (K, P, B, L+1) and
     ``lrs`` (K, P), one row a step; metrics (K, P), zero past ``count``.
@@ -208,10 +202,9 @@ def _pack_steps(
     ``count``: a short call (up to a validation, the end) runs the same compiled body as a
     full one, so a run's numbers do not depend on where its calls start (a resumed run equals
     an uninterrupted one). K = 1 is the plain step, with neither scan nor cond (jax-metal
-    crashes on some while-loop patterns, REFERENCE.md).
+    crashes on some while-loop patterns, REFERENCE.md). ``static``: ``_pack_step``'s keywords.
     """
-    step = functools.partial(_pack_step, graphdef=graphdef, opt=opt, groups=groups,
-                             vectorize=vectorize, accum=accum, span=span)  # fmt: skip
+    step = functools.partial(_pack_step, **static)
     if batches.shape[0] == 1:
         out = step(params, opt_state, batches[0], lrs[0])
         return out[0], out[1], jax.tree.map(lambda x: x[None], out[2])
@@ -230,58 +223,33 @@ def _pack_steps(
 
 
 _PACK_STATIC = ("graphdef", "opt", "groups", "vectorize", "accum", "span")
-pack_step = jax.jit(_pack_step, static_argnames=_PACK_STATIC, donate_argnums=(0, 1))
 pack_steps = jax.jit(_pack_steps, static_argnames=_PACK_STATIC, donate_argnums=(0, 1))
 # jax-metal cannot donate buffers (REFERENCE.md): the same steps without donation for it.
-_pack_step_kept = jax.jit(_pack_step, static_argnames=_PACK_STATIC)
 _pack_steps_kept = jax.jit(_pack_steps, static_argnames=_PACK_STATIC)
 
 
-def make_pack_step(graphdef: nnx.GraphDef, cfg: TrainConfig, mesh: Mesh, context: int) -> StepFn:
-    """The compiled step ``(params, opt_state, batch, lr) -> (params, opt_state, metrics)`` of a
-    pack on ``mesh``, as sweeps run it: donated where the backend can, micro-batched per
-    ``micro_batches``. Of ``cfg`` only the optimiser settings (``AdamW.of``), the batch size and
-    ``accum`` enter the compiled step.
-
-    Example:
-      >>> step = make_pack_step(graphdef, TrainConfig(), pack_mesh(4, 32), 128)
-      ... # doctest: +SKIP
-      >>> params, opt_state, metrics = step(params, opt_state, batch_PxBxLp1, lr_P)
-      ... # doctest: +SKIP
-    """
-    return functools.partial(
-        pack_step if supports_donation() else _pack_step_kept,
-        **_static_args(graphdef, cfg, mesh, context),
-    )
-
-
 def make_pack_steps(graphdef: nnx.GraphDef, cfg: TrainConfig, mesh: Mesh, context: int) -> StepFn:
-    """``make_pack_step``'s step, K at a time, as a sweep's loop runs it (``_pack_steps``):
-    ``(params, opt_state, batches_KxPxBxLp1, lrs_KxP, count) -> (params, opt_state, metrics)``,
-    the metrics (K, P). K is the batches' leading axis (``backend.steps_per_call``).
+    """The compiled steps ``(params, opt_state, batches_KxPxBxLp1, lrs_KxP, count) -> (params,
+    opt_state, metrics_KxP)`` of a pack on ``mesh`` (``_pack_steps``: the first ``count`` of K
+    steps, K the batches' leading axis, ``backend.steps_per_call`` in a sweep), as sweeps run
+    them: donated where the backend can, micro-batched per ``micro_batches``. Of ``cfg`` only
+    the optimiser settings (``AdamW.of``), the batch size and ``accum`` enter the compiled step.
 
     Example:
-      >>> steps = make_pack_steps(graphdef, TrainConfig(), pack_mesh(1, 32), 128)
+      >>> steps = make_pack_steps(graphdef, TrainConfig(), pack_mesh(4, 32), 128)
       ... # doctest: +SKIP
       >>> params, opt_state, metrics = steps(params, opt_state, batches, lrs, np.int32(16))
       ... # doctest: +SKIP
     """
     return functools.partial(
         pack_steps if supports_donation() else _pack_steps_kept,
-        **_static_args(graphdef, cfg, mesh, context),
+        graphdef=graphdef,
+        opt=AdamW.of(cfg),
+        groups=mesh.shape["pack"],
+        vectorize=vectorize_packs(),
+        accum=micro_batches(cfg, context, mesh.shape["data"]),
+        span=loss_span(cfg),
     )
-
-
-def _static_args(graphdef: nnx.GraphDef, cfg: TrainConfig, mesh: Mesh, context: int) -> dict:
-    """The static arguments of a pack's compiled step: what changes the computation."""
-    return {
-        "graphdef": graphdef,
-        "opt": AdamW.of(cfg),
-        "groups": mesh.shape["pack"],
-        "vectorize": vectorize_packs(),
-        "accum": micro_batches(cfg, context, mesh.shape["data"]),
-        "span": loss_span(cfg),
-    }
 
 
 def loss_span(cfg: TrainConfig) -> tuple[int, int] | None:
