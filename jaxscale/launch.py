@@ -26,6 +26,7 @@ import os
 import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -45,6 +46,7 @@ from jaxscale.planner import Job, SweepPlan
 
 LAUNCHERS = ("local", "submitit", "ray")
 POLL_S = 2.0  # how often a remote launcher's driver looks for finished jobs
+WORKER_POLL_S = 1.0  # how often a local worker checks that its sweep is still running
 
 
 class LaunchError(UserError):
@@ -218,15 +220,29 @@ _EVENTS: Any = None
 
 
 def _start_worker(cores: Any, events: Any, backend: str | None) -> None:
-    """A local worker's set-up, before JAX starts: pin to its cores, one XLA device a core."""
+    """A local worker's set-up, before JAX starts: pin to its cores, one XLA device a core,
+    and leave when the sweep does."""
     global _EVENTS
     _EVENTS = events
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     os.sched_setaffinity(0, cores.get())
     # the driver's device count (one per core of the machine) is in the inherited XLA_FLAGS
     flags = os.environ.get("XLA_FLAGS", "").split()
     os.environ["XLA_FLAGS"] = " ".join(f for f in flags if not f.startswith("--xla_force_host"))
     configure(backend)
     use_compilation_cache()  # a shape another worker compiled is loaded, not compiled again
+
+
+def _exit_with(sweep_pid: int) -> None:
+    """End this worker once the sweep process that started it is gone. A sweep killed by a
+    signal (``kill``, a scheduler's time limit) runs no clean-up, and its workers, blocked in a
+    job or on the task queue, went on training for nobody and kept their cores busy (measured:
+    two workers of a killed sweep slowed the next sweep's first jobs). Polling the parent's pid
+    works on Linux and macOS alike (Linux's PR_SET_PDEATHSIG does not exist on macOS); a
+    resumed sweep picks the job up from its last checkpoint."""
+    while os.getppid() == sweep_pid:
+        time.sleep(WORKER_POLL_S)
+    os._exit(1)
 
 
 def _work(plan: SweepPlan, job: Job, out_dir: str) -> None:

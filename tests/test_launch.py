@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,46 @@ def test_slurm_time_limits_read_as_minutes() -> None:
         2160,
         1,
     ]
+
+
+def _children(pid: int) -> set[int]:
+    """Worker processes (multiprocessing's spawn) whose parent is ``pid``, from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_killed_sweeps_workers_stop_training(tmp_path: Path) -> None:
+    """SIGKILL the sweep process while its two workers train: they leave within seconds instead
+    of training on for nobody (they did, before the workers watched their parent)."""
+    config = tmp_path / "long.yaml"
+    config.write_text(CONFIG.replace("tokens: [4.0e3, 8.0e3]", "tokens: [3.0e7]"))
+    sweep = subprocess.Popen([*CLI, "sweep", str(config), "--out", str(tmp_path / "out"),
+                              "--quiet", "--no-fit", "--workers", "2"])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children(sweep.pid)) < 2 or not list(tmp_path.glob("out/runs/*")):
+            assert sweep.poll() is None and time.monotonic() < deadline, "no workers training"
+            time.sleep(0.5)
+    finally:
+        sweep.kill()
+        sweep.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(w) for w in workers)
