@@ -76,8 +76,10 @@ def checks_md(a: SweepAnalysis) -> list[str]:
             f"- N_opt = {_ci(o['N_opt'], o.get('N_opt_ci'))}, D_opt = "
             f"{_ci(o['D_opt'], o.get('D_opt_ci'))}",
             f"- tokens per parameter: {_ci(o['tokens_per_param'], o.get('tokens_per_param_ci'))}",
-            f"- N_opt ∝ C^a with a = β/(α+β) = {_ci(o['a'], o.get('a_ci'), '.3f')}; "
-            f"D_opt ∝ C^b with b = {_ci(o['b'], o.get('b_ci'), '.3f')}",
+            f"- over the budgets, FLOPs counted: N_opt ∝ C^a with a = "
+            f"{_ci(o['a'], o.get('a_ci'), '.3f')}; D_opt ∝ C^b with b = "
+            f"{_ci(o['b'], o.get('b_ci'), '.3f')} (where C ∝ N·D, a = β/(α+β) = "
+            f"{o['a_asymptotic']:.3f} and b = α/(α+β) = {o['b_asymptotic']:.3f})",
             "",
         ]
     if a.agreement:

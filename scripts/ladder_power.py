@@ -15,7 +15,7 @@ so that a design can be chosen on its pass rate and its cost:
   effects analysis of the two seeds' log-loss ratios; or given (``--noise SHAPE RUN``);
 - the checks, as ``jaxscale sweep`` makes them: the held-out budget predicted within 2%, every
   IsoFLOP minimum interior, approach 2's interval (``--bootstrap`` residual resamples) containing
-  approach 3's β/(α+β), and no wider than ``--a-width`` (issue #10 asks for 0.25).
+  approach 3's a (L(N, D)'s own slope, FLOPs counted), no wider than ``--a-width`` (0.25).
 """
 
 from __future__ import annotations
