@@ -236,8 +236,8 @@ def _start_worker(cores: Any, events: Any, backend: str | None) -> None:
 def _exit_with(sweep_pid: int) -> None:
     """End this worker once the sweep process that started it is gone. A sweep killed by a
     signal (``kill``, a scheduler's time limit) runs no clean-up, and its workers, blocked in a
-    job or on the task queue, went on training for nobody and kept their cores busy (measured:
-    two workers of a killed sweep slowed the next sweep's first jobs). Polling the parent's pid
+    job or on the task queue, went on training for nobody and kept their cores busy (here, two
+    workers of a killed sweep ran on beside the next sweep's first jobs). Polling the parent's pid
     works on Linux and macOS alike (Linux's PR_SET_PDEATHSIG does not exist on macOS); a
     resumed sweep picks the job up from its last checkpoint."""
     while os.getppid() == sweep_pid:
