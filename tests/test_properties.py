@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from jaxscale.cli import main
@@ -136,6 +136,7 @@ def test_fitters_return_finite_parameters_or_refuse(N: list, D: list, loss: list
     numbers,
     st.sampled_from(["chinchilla", "besiroglu2024", "kaplan2020", "muennighoff2023"]),
 )
+@example("isoflop", 5e-324, 0.0, "chinchilla")  # N_opt underflowed to 0: a traceback, once
 def test_planning_commands_answer_any_numbers(command: str, x: object, y: object, law: str):
     x, y = str(x), str(y)
     argv = {

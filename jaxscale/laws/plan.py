@@ -83,7 +83,13 @@ def compute_optimal(law: Chinchilla, C: float) -> Allocation:
     a, b = beta / (alpha + beta), alpha / (alpha + beta)
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     n, d = G * (C / 6) ** a, (C / 6) ** b / G
-    loss = E + A / n**alpha + B / d**beta
+    try:
+        loss = E + A / n**alpha + B / d**beta
+    except (ZeroDivisionError, OverflowError):  # e.g. C = 5e-324: N_opt underflows to 0
+        raise UserError(
+            f"a budget of {C:.3g} FLOPs puts N_opt = {n:.3g} and D_opt = {d:.3g} past floating "
+            "point under this law: give a budget in range"
+        ) from None
     return Allocation(C, n, d, d / n, loss, a, b, G)
 
 
