@@ -21,15 +21,11 @@ submitit and Ray are imported only when chosen: ``pip install "jaxscale[cluster]
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import queue
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +36,13 @@ from tqdm.auto import tqdm
 from jaxscale.backend import configure, cpu_cores
 from jaxscale.data import load_corpus
 from jaxscale.errors import UserError
-from jaxscale.jobs import job_flops, job_tokens, read_result, run_job
-from jaxscale.machine import record_flops_per_s, use_compilation_cache
+from jaxscale.jobs import job_tokens, read_result, run_job
+from jaxscale.machine import record_flops_per_s
 from jaxscale.planner import Job, SweepPlan
+from jaxscale.workers import run_workers
 
 LAUNCHERS = ("local", "submitit", "ray")
 POLL_S = 2.0  # how often a remote launcher's driver looks for finished jobs
-WORKER_POLL_S = 1.0  # how often a local worker checks that its sweep is still running
 
 
 class LaunchError(UserError):
@@ -182,7 +178,7 @@ def _run_local(
     options: LaunchOptions,
 ) -> None:
     """Run the jobs here, under one progress bar over tokens: one after another in this
-    process, or ``local_workers`` at once (``_run_workers``). The corpus is loaded (and, the
+    process, or ``local_workers`` at once (``workers.run_workers``). The corpus is loaded (and, the
     first time, tokenized) here either way, so that workers find it cached."""
     workers = local_workers(options, len(jobs))
     corpus = load_corpus(plan.config.corpus, plan.config.tokenizer, progress=progress)
@@ -205,7 +201,7 @@ def _run_local(
 
     with bar:
         if workers > 1:
-            _run_workers(plan, jobs, out_dir, workers, options.backend, bar, say, finished)
+            run_workers(plan, jobs, out_dir, workers, options.backend, bar, say, finished)
             return
         for i, job in enumerate(jobs, start=1):
             size = f" ({len(job.runs)} runs)" if len(job.runs) > 1 else ""
@@ -213,98 +209,6 @@ def _run_local(
             for record in run_job(plan, job, out_dir, corpus=corpus, on_tokens=bar.update,
                                   say=say):  # fmt: skip
                 finished(record)
-
-
-# A local worker's end of the driver's event queue: ("tokens", n) and ("say", line) messages.
-_EVENTS: Any = None
-
-
-def _start_worker(cores: Any, events: Any, backend: str | None) -> None:
-    """A local worker's set-up, before JAX starts: pin to its cores, one XLA device a core,
-    and leave when the sweep does."""
-    global _EVENTS
-    _EVENTS = events
-    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
-    os.sched_setaffinity(0, cores.get())
-    # the driver's device count (one per core of the machine) is in the inherited XLA_FLAGS
-    flags = os.environ.get("XLA_FLAGS", "").split()
-    os.environ["XLA_FLAGS"] = " ".join(f for f in flags if not f.startswith("--xla_force_host"))
-    configure(backend)
-    use_compilation_cache()  # a shape another worker compiled is loaded, not compiled again
-
-
-def _exit_with(sweep_pid: int) -> None:
-    """End this worker once the sweep process that started it is gone. A sweep killed by a
-    signal (``kill``, a scheduler's time limit) runs no clean-up, and its workers, blocked in a
-    job or on the task queue, went on training for nobody and kept their cores busy (here, two
-    workers of a killed sweep ran on beside the next sweep's first jobs). Polling the parent's pid
-    works on Linux and macOS alike (Linux's PR_SET_PDEATHSIG does not exist on macOS); a
-    resumed sweep picks the job up from its last checkpoint."""
-    while os.getppid() == sweep_pid:
-        time.sleep(WORKER_POLL_S)
-    os._exit(1)
-
-
-def _work(plan: SweepPlan, job: Job, out_dir: str) -> None:
-    run_job(plan, job, Path(out_dir), on_tokens=lambda n: _EVENTS.put(("tokens", n)),
-            say=lambda s: _EVENTS.put(("say", s)))  # fmt: skip
-
-
-def _run_workers(
-    plan: SweepPlan,
-    jobs: list[Job],
-    out_dir: Path,
-    workers: int,
-    backend: str | None,
-    bar: Any,
-    say: Callable[[str], None],
-    finished: Callable[[dict[str, Any]], None],
-) -> None:
-    """``workers`` jobs at once, each worker process pinned to its share of the cores and
-    configured for ``backend`` (the sweep's ``--backend``), as remote launchers' workers are.
-
-    Jobs start largest first (most FLOPs), so the last to finish are short ones and no core
-    idles long at the end. A failed job stops the sweep (the others' results stay on disk).
-    """
-    ctx = multiprocessing.get_context("spawn")  # a fresh process: JAX must not be forked
-    cores, events = ctx.Queue(), ctx.Queue()
-    mine = sorted(os.sched_getaffinity(0))
-    for i in range(workers):
-        cores.put(set(mine[i::workers]))
-    order = sorted(jobs, key=lambda job: job_flops(plan, job), reverse=True)
-    bar.set_description(f"{len(jobs)} jobs, {workers} at once")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker,
-                             initargs=(cores, events, backend)) as pool:  # fmt: skip
-        pending: dict[Future, Job] = {
-            pool.submit(_work, plan, job, str(out_dir)): job for job in order
-        }
-        try:
-            while pending:
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                _drain(events, bar, say)
-                for future in done:
-                    job = pending.pop(future)
-                    future.result()  # a job's error ends the sweep here, as in one process
-                    for run in job.runs:
-                        if (record := read_result(out_dir, run)) is not None:
-                            finished(record)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-        _drain(events, bar, say)
-
-
-def _drain(events: Any, bar: Any, say: Callable[[str], None]) -> None:
-    while True:
-        try:
-            kind, value = events.get_nowait()
-        except queue.Empty:
-            return
-        if kind == "tokens":
-            bar.update(value)
-        else:
-            say(value)
 
 
 def run_line(r: dict[str, Any]) -> str:
