@@ -222,6 +222,7 @@ def analyse(
     entropy: float | None = None,
     bootstrap: int | None = None,
     seed: int = 0,
+    isoflop_window: int | None = None,
 ) -> SweepAnalysis:
     """Fit and validate a sweep's laws (see the module docstring).
 
@@ -231,6 +232,8 @@ def analyse(
       n_key: the record field that is the law's N.
       entropy: the corpus' exact entropy rate (nats/token), when known: the truth for E.
       bootstrap: resamples behind every interval (default :data:`BOOTSTRAP`).
+      isoflop_window: approach 2's parabolas use this many sizes around each budget's lowest
+        loss (``fit_isoflop``'s ``window``; None: every size).
 
     Example:
       >>> a = analyse(fit_points(read_records("reports/quick"))[0])   # doctest: +SKIP
@@ -260,7 +263,7 @@ def analyse(
     iso = None
     try:
         iso = fit_isoflop(N, D, loss, design.C, budget=design.budget, bootstrap=bootstrap,
-                          seed=seed)  # fmt: skip
+                          seed=seed, window=isoflop_window)  # fmt: skip
     except UserError as e:
         skipped["isoflop"] = str(e)
         if design.budget is not None:

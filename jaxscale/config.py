@@ -150,7 +150,8 @@ class Budget:
     the head included) and, optionally, the shapes to train at it."""
 
     C: float
-    models: tuple[ModelShape, ...] = ()  # none: the sweep picks per_budget of its models
+    models: tuple[ModelShape, ...] = ()  # none: the sweep picks per_budget of its models ...
+    per_budget: int | None = None  # ... this many here (None: the sweep's per_budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +180,9 @@ class SweepConfig:
     per_budget: int = 5  # shapes per budget picked from `models` when a budget names none ...
     # ... around the optimum expected at this many tokens per parameter (N with the head)
     expected_tokens_per_param: float = 20.0
+    # approach 2 fits each budget's parabola to this many sizes around its lowest loss (None:
+    # to all of them); sizes beyond them still feed L(N, D) (laws.isoflop)
+    isoflop_window: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint_every: float = 300.0  # seconds between a running run's checkpoints (0: every step)
@@ -206,7 +210,7 @@ class SweepConfig:
             grid = [
                 (shape, int(b.C / flops_per_token_counted(shape, vocab, self.context)), b.C)
                 for b in self.budgets
-                for shape in (b.models or self.shapes_for(b.C))
+                for shape in (b.models or self.shapes_for(b.C, b.per_budget))
             ]
         else:
             grid = []
@@ -232,9 +236,9 @@ class SweepConfig:
             return self.seeds
         return tuple(self.seed * self.replicas + i for i in range(self.replicas))
 
-    def shapes_for(self, C: float) -> tuple[ModelShape, ...]:
-        """The ``per_budget`` shapes of ``models`` nearest (in log N) to the optimum expected at
-        budget C, at least two on each side of it when the models allow.
+    def shapes_for(self, C: float, count: int | None = None) -> tuple[ModelShape, ...]:
+        """The ``count`` (default ``per_budget``) shapes of ``models`` nearest (in log N) to the
+        optimum expected at budget C, at least two on each side of it when the models allow.
 
         The expected optimum N* trains ``expected_tokens_per_param`` tokens per parameter:
         C = f(N*)·r·N*, with f the counted FLOPs per token, solved over the models' sizes.
@@ -247,7 +251,7 @@ class SweepConfig:
         log_r = np.log(C / (f * n)) - math.log(self.expected_tokens_per_param)
         log_n = np.log(n)
         centre = float(np.interp(0.0, -log_r, log_n)) if len(n) > 1 else float(log_n[0])
-        k = min(self.per_budget, len(n))
+        k = min(count or self.per_budget, len(n))
         # the window of k consecutive sizes whose mean log N is nearest the expected optimum
         start = min(range(len(n) - k + 1), key=lambda j: abs(log_n[j : j + k].mean() - centre))
         chosen = range(start, start + k)
@@ -283,8 +287,16 @@ RUN_SELECTION = (
     "replicas",
     "lrs",
 )
-# Keys that change how runs are executed (or labelled) but not their results.
-HOW_NOT_WHAT = ("name", "checkpoint_every", "pack", "early_stop", "shard_params_above", "ttc")
+# Keys that change how runs are executed (or labelled, or analysed) but not their results.
+HOW_NOT_WHAT = (
+    "name",
+    "checkpoint_every",
+    "pack",
+    "early_stop",
+    "shard_params_above",
+    "ttc",
+    "isoflop_window",
+)
 
 
 def _human(n: float) -> str:

@@ -56,15 +56,27 @@ def validate(cfg: SweepConfig) -> None:
         )
     for i, b in enumerate(cfg.budgets):
         positive(f"budgets[{i}].C", b.C)
-    if cfg.budgets and any(not b.models for b in cfg.budgets):
-        if cfg.per_budget < 3:
-            raise ConfigError(f"'per_budget' must be at least 3 (a parabola), got {cfg.per_budget}")
-        if len(cfg.models) < cfg.per_budget:
+        if b.models and b.per_budget is not None:
+            raise ConfigError(f"budgets[{i}]: give 'models' or 'per_budget', not both")
+    picked = [
+        (f"budgets[{i}].per_budget", b.per_budget) if b.per_budget is not None
+        else ("per_budget", cfg.per_budget)
+        for i, b in enumerate(cfg.budgets) if not b.models
+    ]  # fmt: skip
+    for where, count in picked:
+        if count < 3:
+            raise ConfigError(f"'{where}' must be at least 3 (a parabola), got {count}")
+        if len(cfg.models) < count:
             raise ConfigError(
-                f"'models' lists {len(cfg.models)} shapes, fewer than per_budget "
-                f"({cfg.per_budget}) for the budgets that name none"
+                f"'models' lists {len(cfg.models)} shapes, fewer than {where} ({count}) for the "
+                "budgets that name none"
             )
+    if picked:
         positive("expected_tokens_per_param", cfg.expected_tokens_per_param)
+    if cfg.isoflop_window is not None and cfg.isoflop_window < 3:
+        raise ConfigError(
+            f"'isoflop_window' must be at least 3 (a parabola), got {cfg.isoflop_window}"
+        )
     for i, p in enumerate(cfg.points):
         positive(f"points[{i}].tokens", p.tokens)
     for i, t in enumerate(cfg.tokens):

@@ -104,16 +104,19 @@ def loss_vs_d(N: Any, D: Any, loss: Any, path: PathLike, law: Law | None = None)
 
 
 def isoflop(result: IsoFlopResult, path: PathLike) -> Path:
-    """IsoFLOP profiles: loss against N per budget, each parabola and its minimum with the
-    minimum's bootstrap interval; budgets without an interior minimum drawn hollow."""
+    """IsoFLOP profiles: loss against N per budget, each parabola (over the runs it was fitted
+    to; the others are crosses) and its minimum with the minimum's bootstrap interval; budgets
+    without an interior minimum drawn hollow."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     colors = plt.cm.plasma(np.linspace(0, 0.85, len(result.profiles)))
     for color, b in zip(colors, result.profiles, strict=True):
         used = "" if b.interior else " (not used)"
         face = color if b.interior else "none"
-        ax.plot(b.N, b.loss, "o", color=color, mfc=face, ms=5, label=f"C={b.C:.2g}{used}")
+        fit_n, fit_loss = b.N[b.fitted], b.loss[b.fitted]
+        ax.plot(fit_n, fit_loss, "o", color=color, mfc=face, ms=5, label=f"C={b.C:.2g}{used}")
+        ax.plot(b.N[~b.fitted], b.loss[~b.fitted], "x", color=color, ms=5)
         if b.coef is not None:
-            x = np.linspace(np.log(b.N.min()), np.log(b.N.max()), 100)
+            x = np.linspace(np.log(fit_n.min()), np.log(fit_n.max()), 100)
             ax.plot(np.exp(x), np.polyval(b.coef, x), "-", color=color, lw=1)
         if b.interior:
             ci = b.N_opt_ci

@@ -56,7 +56,9 @@ def write_report(
         raise UserError(f"{out_dir} has no finished run to report on (no results.jsonl lines)")
     n_key = n_key_of(points)
     last = points[-1]
-    a = analyse(points, n_key=n_key, entropy=last.get("entropy"), seed=last.get("seed") or 0)
+    window = (last.get("config") or {}).get("isoflop_window")
+    a = analyse(points, n_key=n_key, entropy=last.get("entropy"), seed=last.get("seed") or 0,
+                isoflop_window=window)  # fmt: skip
     repeated, repeated_md = repeated_data_section(points, n_key)  # (None, []) unless data repeat
     if repeated:
         a.warnings.append(repeated["warning"])

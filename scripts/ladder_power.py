@@ -71,12 +71,14 @@ def design_points(config: str, overrides: list[str]) -> list[dict]:
     ]
 
 
-def checks(points: list[dict], bootstrap: int, a_width: float) -> dict[str, bool]:
-    """The sweep's checks on one drawn ladder."""
+def checks(
+    points: list[dict], bootstrap: int, a_width: float, window: int | None = None
+) -> dict[str, bool]:
+    """The sweep's checks on one drawn ladder (``window``: the config's ``isoflop_window``)."""
     a = analyse(points, n_key="N_with_head", bootstrap=0)  # the held-out check needs none
     col = {k: [p[k] for p in points] for k in ("N_with_head", "D", "loss", "C_counted", "budget")}
     iso = fit_isoflop(col["N_with_head"], col["D"], col["loss"], col["C_counted"],
-                      budget=col["budget"], bootstrap=bootstrap)  # fmt: skip
+                      budget=col["budget"], bootstrap=bootstrap, window=window)  # fmt: skip
     lo, hi = iso.N_opt.ci
     return {
         "held-out": a.heldout["max_abs_rel_err"] <= HELDOUT_TOLERANCE,
@@ -108,6 +110,7 @@ def main() -> None:
         shape_sd, run_sd = args.noise
     law = load_law(args.law)
     points = design_points(args.config, args.overrides)
+    window = load_config(args.config, args.overrides).isoflop_window
     truth = np.array([float(law(q["N_with_head"], q["D"])) for q in points])
     shapes = sorted({q["shape"] for q in points}, key=lambda s: s.label)
     of_shape = np.array([shapes.index(q["shape"]) for q in points])
@@ -117,7 +120,7 @@ def main() -> None:
         noise = shape_sd * rng.standard_normal(len(shapes))[of_shape]
         noise += run_sd * rng.standard_normal(len(points))
         draw = [{**q, "loss": float(x)} for q, x in zip(points, truth * np.exp(noise), strict=True)]
-        got = checks(draw, args.bootstrap, args.a_width)
+        got = checks(draw, args.bootstrap, args.a_width, window)
         for name, ok in {**got, "all": all(got.values())}.items():
             passed[name].append(ok)
     flops = sum(q["C_counted"] for q in points)

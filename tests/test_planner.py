@@ -114,6 +114,14 @@ def test_a_budget_design_trains_each_shape_its_budgets_tokens_around_the_expecte
     assert sum(r > 20 for r in ratio) >= 2 and sum(r < 20 for r in ratio) >= 2
 
 
+def test_a_budget_may_pick_more_shapes_than_the_sweeps_per_budget():
+    cfg = config_from_dict({**ISO, "budgets": [{"C": 1e11, "per_budget": 7}, 1e12]})
+    sizes = {b: [s.shape.d_model for s in cfg.runs() if s.budget == b] for b in (1e11, 1e12)}
+    assert len(sizes[1e11]) == 7 and len(sizes[1e12]) == 5
+    assert set(sizes[1e12]) < set(sizes[1e11])  # the same rule, two more sizes around it
+    assert cfg.fingerprint() == config_from_dict(ISO | {"isoflop_window": 5}).fingerprint()
+
+
 def test_per_run_rules_set_batch_warmup_and_lr_from_the_run():
     cfg = config_from_dict(
         {**ISO, "train": {"batch_size": 32, "min_steps": 500, "warmup_per_param": 1.0,
@@ -153,6 +161,10 @@ def test_a_wsd_column_warms_up_over_n_tokens_of_its_trunk_and_stays_one_job():
         ({"budgets": [-1e11]}, "'budgets[0].C' must be positive"),
         ({"train": {"schedule": "wsd", "min_steps": 100}}, "a WSD column shares one"),
         ({"train": {"min_steps": -1}}, "'train.min_steps' must be >= 0"),
+        ({"budgets": [{"C": 1e11, "per_budget": 2}]}, "'budgets[0].per_budget' must be at least 3"),
+        ({"budgets": [{"C": 1e11, "per_budget": 8}]}, "fewer than budgets[0].per_budget (8)"),
+        ({"budgets": [ISO["budgets"][1] | {"per_budget": 3}]}, "give 'models' or 'per_budget'"),
+        ({"isoflop_window": 2}, "'isoflop_window' must be at least 3"),
     ],
 )
 def test_budget_design_mistakes_are_one_line(change, message):

@@ -1,12 +1,19 @@
 """Hoffmann et al. 2022, approach 2: compute-optimal N_opt(C) from IsoFLOP profiles.
 
 Runs are grouped by compute budget C. Per budget, the profile loss(ln N) is fitted by a parabola
-over all of its runs (Hoffmann et al. fit the whole profile; their Figure 3), whose vertex is
-N_opt(C); D_opt(C) is read off the same profile (ln D is exactly linear in ln N along an IsoFLOP
-line under C = 6ND, and close to it when C counts attention too). Then N_opt = G·C^a and
+over all of its runs (Hoffmann et al. fit the whole profile; their Figure 3), or over the
+``window`` consecutive sizes around its lowest measured loss, whose vertex is N_opt(C); D_opt(C)
+is read off the same profile (ln D is exactly linear in ln N along an IsoFLOP line under
+C = 6ND, and close to it when C counts attention too). Then N_opt = G·C^a and
 D_opt = G_D·C^b are fitted by least squares in log space. A budget counts only when its minimum
 is *interior*: the lowest measured loss is not at the smallest or largest size and the vertex lies
 within the measured sizes; otherwise the parabola extrapolates and the budget is reported, not used.
+
+The parabola is a second-order model of the profile near its minimum: the wider the sizes it
+spans, the more the profile's asymmetry biases its vertex (Hoffmann et al. 2022 fit it "near the
+minimum"; Open-Athena's noise-free study of Approach 2 measures the bias growing with the grid's
+width). A ladder that trains sizes far from the optimum for approach 3's sake (they pin down
+A, α, B and β) can keep them out of the parabola with ``window``.
 
 Intervals come from a residual bootstrap that keeps the design (the sizes at each budget) fixed:
 each budget's fitted profile plus residuals drawn from the pooled, leverage-corrected residuals
@@ -64,6 +71,7 @@ class Profile:
     Attributes:
       C: the budget (geometric mean of its runs' compute).
       N, D, loss: its runs, sorted by N.
+      fitted: which of them the parabola was fitted to (all, or a window around the minimum).
       coef: the parabola (None with fewer than 3 sizes).
       N_opt, D_opt, loss_min: the vertex (NaN when the parabola opens downwards).
       interior: whether the minimum lies inside the measured sizes (see the module docstring).
@@ -75,6 +83,7 @@ class Profile:
     N: np.ndarray = field(repr=False)
     D: np.ndarray = field(repr=False)
     loss: np.ndarray = field(repr=False)
+    fitted: np.ndarray = field(repr=False)
     coef: tuple[float, float, float] | None
     N_opt: float
     D_opt: float
@@ -85,7 +94,8 @@ class Profile:
 
     @property
     def n_points(self) -> int:
-        return len(self.N)
+        """Runs the parabola was fitted to."""
+        return int(self.fitted.sum())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,7 +107,8 @@ class Profile:
             "interior": self.interior,
             "reason": self.reason,
             "n_points": self.n_points,
-            "N_range": [float(self.N.min()), float(self.N.max())],
+            "n_runs": len(self.N),
+            "N_range": [float(self.N[self.fitted].min()), float(self.N[self.fitted].max())],
             "coef": list(self.coef) if self.coef else None,
         }
 
@@ -112,18 +123,33 @@ def _d_at(x: np.ndarray, D: np.ndarray, x_opt: float) -> float:
     return float(np.exp(icept + slope * x_opt))
 
 
-def _profile(C: float, N: np.ndarray, D: np.ndarray, loss: np.ndarray) -> Profile:
+def _window(loss: np.ndarray, window: int | None) -> np.ndarray:
+    """Which of a profile's runs (sorted by N) its parabola fits: all, or the ``window``
+    consecutive sizes centred on the lowest loss (shifted inwards at either end)."""
+    fitted = np.zeros(len(loss), dtype=bool)
+    if window is None or len(loss) <= window:
+        fitted[:] = True
+        return fitted
+    start = min(max(int(np.argmin(loss)) - window // 2, 0), len(loss) - window)
+    fitted[start : start + window] = True
+    return fitted
+
+
+def _profile(
+    C: float, N: np.ndarray, D: np.ndarray, loss: np.ndarray, window: int | None = None
+) -> Profile:
     order = np.argsort(N)
     N, D, loss = N[order], D[order], loss[order]
-    x = np.log(N)
+    fitted = _window(loss, window)
+    x, y = np.log(N[fitted]), loss[fitted]
     nan = float("nan")
     if len(np.unique(x)) < 3:
         why = f"{len(np.unique(x))} sizes: a profile needs at least 3"
-        return Profile(C, N, D, loss, None, nan, nan, nan, False, why)
-    c2, c1, c0 = _parabola(x, loss)
+        return Profile(C, N, D, loss, fitted, None, nan, nan, nan, False, why)
+    c2, c1, c0 = _parabola(x, y)
     if c2 <= 0:
         why = "no minimum: loss does not curve upwards over these sizes (add sizes on both sides)"
-        return Profile(C, N, D, loss, (c2, c1, c0), nan, nan, nan, False, why)
+        return Profile(C, N, D, loss, fitted, (c2, c1, c0), nan, nan, nan, False, why)
     x_opt = -c1 / (2 * c2)
     best = int(np.argmin(loss))
     reason = None
@@ -136,9 +162,10 @@ def _profile(C: float, N: np.ndarray, D: np.ndarray, loss: np.ndarray) -> Profil
         N=N,
         D=D,
         loss=loss,
+        fitted=fitted,
         coef=(float(c2), float(c1), float(c0)),
         N_opt=float(np.exp(x_opt)),
-        D_opt=_d_at(x, D, x_opt),
+        D_opt=_d_at(x, D[fitted], x_opt),
         loss_min=float(c0 - c1 * c1 / (4 * c2)),
         interior=reason is None,
         reason=reason,
@@ -199,11 +226,14 @@ class IsoFlopResult:
                 lines.append(f"  {p.C:>10.3g}  not used: {p.reason}")
                 continue
             ci = f"[{p.N_opt_ci[0]:.3g}, {p.N_opt_ci[1]:.3g}]" if p.N_opt_ci else ""
+            runs = f"{p.n_points}" + (f"/{len(p.N)}" if p.n_points < len(p.N) else "")
             line = (
                 f"  {p.C:>10.3g} {p.N_opt:>10.3g} {p.D_opt:>10.3g} {p.loss_min:>9.4f} "
-                f"{p.n_points:>4d}  {ci}"
+                f"{runs:>4}  {ci}"
             )
             lines.append(line + ("" if p.interior else f"  not used: {p.reason}"))
+        if any(p.n_points < len(p.N) for p in self.profiles):
+            lines.append("  runs: fitted/trained; each parabola fits the sizes around its minimum")
         for name, fit in (("N_opt ∝ C^a", self.N_opt), ("D_opt ∝ C^b", self.D_opt)):
             ci = f"  {pct} CI [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]" if fit.ci else ""
             lines.append(f"  {name}: exponent {fit.a:.3f}{ci}")
@@ -221,18 +251,23 @@ def fit_isoflop(
     bootstrap: int = 0,
     ci_level: float = 0.95,
     seed: int = 0,
+    window: int | None = None,
 ) -> IsoFlopResult:
     """Approach 2: a parabola per IsoFLOP profile, then N_opt = G·C^a and D_opt = G_D·C^b.
 
-    Per budget: loss ≈ c2·(ln N)² + c1·ln N + c0 over all its runs; ln N_opt = -c1/(2·c2), and
-    ln D_opt is ln D interpolated linearly in ln N at the vertex. The exponents are ordinary least
-    squares of ln N_opt and ln D_opt on ln C over the budgets with an interior minimum.
+    Per budget: loss ≈ c2·(ln N)² + c1·ln N + c0 over its runs (or ``window`` of them);
+    ln N_opt = -c1/(2·c2), and ln D_opt is ln D interpolated linearly in ln N at the vertex. The
+    exponents are ordinary least squares of ln N_opt and ln D_opt on ln C over the budgets with
+    an interior minimum.
 
     Args:
       N, D, loss: one entry per run. C: compute per run (default 6·N·D).
       budget: the budget each run was planned for (e.g. a sweep's ``budget`` field); by default
         runs whose C agrees within ``rtol`` are one budget.
       bootstrap, ci_level, seed: residual-bootstrap percentile intervals of a, b and each N_opt.
+      window: fit each parabola to this many consecutive sizes centred on the budget's lowest
+        measured loss (None: to all of them; see the module docstring). The bootstrap keeps
+        each budget's window fixed.
 
     Returns:
       An :class:`IsoFlopResult`.
@@ -249,8 +284,12 @@ def fit_isoflop(
     check_data(["N", "D", "loss", "C"], [N, D, loss, C], 3)
     labels = group_budgets(C if budget is None else np.asarray(budget, np.float64), rtol)
     groups = [np.flatnonzero(labels == g) for g in np.unique(labels)]
+    if window is not None and window < 3:
+        raise FitDataError(
+            f"an IsoFLOP window of {window} sizes cannot hold a parabola (3 at least)"
+        )
     profiles = [
-        _profile(float(np.exp(np.mean(np.log(C[idx])))), N[idx], D[idx], loss[idx])
+        _profile(float(np.exp(np.mean(np.log(C[idx])))), N[idx], D[idx], loss[idx], window)
         for idx in groups
     ]
     used = [p for p in profiles if p.interior]
@@ -286,12 +325,11 @@ def _bootstrap(used: list[Profile], k: int, rng: np.random.Generator) -> dict[st
     parameters its parabola used up; a draw whose refitted parabola opens downwards leaves that
     budget out of the draw's exponents (its N_opt is NaN).
     """
-    xs = [np.log(p.N) for p in used]
+    xs = [np.log(p.N[p.fitted]) for p in used]
     fitted = [np.polyval(p.coef, x) for p, x in zip(used, xs, strict=True)]
     pool = np.concatenate(
-        [(p.loss - f) * np.sqrt(p.n_points / (p.n_points - 3)) for p, f in zip(used, fitted,
-                                                                              strict=True)
-         if p.n_points > 3]
+        [(p.loss[p.fitted] - f) * np.sqrt(p.n_points / (p.n_points - 3))
+         for p, f in zip(used, fitted, strict=True) if p.n_points > 3]
     )  # fmt: skip
     if pool.size == 0:  # every profile has exactly 3 sizes: its parabola leaves no residuals
         raise FitDataError("approach 2 intervals need a budget with more than 3 sizes")
@@ -303,7 +341,7 @@ def _bootstrap(used: list[Profile], k: int, rng: np.random.Generator) -> dict[st
             c2, c1, _ = _parabola(x, f + rng.choice(pool, len(x)))
             if c2 > 0:
                 x_opt = -c1 / (2 * c2)
-                n_opt[i, j], d_opt[i, j] = np.exp(x_opt), _d_at(x, p.D, x_opt)
+                n_opt[i, j], d_opt[i, j] = np.exp(x_opt), _d_at(x, p.D[p.fitted], x_opt)
     ab = np.full((k, 2), np.nan)
     for i in range(k):
         ok = np.isfinite(n_opt[i])
