@@ -66,30 +66,44 @@ def test_the_committed_quick_ladder_predicts_its_held_out_budget_within_two_perc
     largest budget predicts its 5 runs within 2%, the law fitted to all 20 follows them within
     1%, and the sweep has nothing to warn about."""
     example = Path(__file__).resolve().parents[1] / "reports" / "examples" / "quick"
-    a = analyse(fit_points(read_records(example))[0], n_key="N_with_head")  # as the sweep does
+    # as the sweep does, with its 400 resamples (conftest lowers the default for other tests)
+    a = analyse(fit_points(read_records(example))[0], n_key="N_with_head", bootstrap=400)
     h = a.heldout
     assert len(h["runs"]) == 5 and h["max_abs_rel_err"] < 0.02
     assert h["full_fit_max_abs_rel_err"] < 0.01
     assert all(p.interior for p in a.isoflop.profiles) and not a.warnings
 
 
-def test_the_quick_ladders_seed_one_misses_by_noise_and_two_seeds_averaged_pass() -> None:
-    """Real runs: the quick ladder (configs/quick.yaml) with seeds 0 and 1 (tests/data; seed 0
-    is reports/examples/quick). Seed 1's law misses the held-out budget by more than 2% while
-    the law fitted to every run follows those runs within 2%: the warning blames the seeds'
-    noise and advises replicas. Averaged with seed 0, which is what ``replicas: 2`` trains, the
-    ladder passes."""
+def test_the_quick_ladders_held_out_misses_fall_on_one_side_seed_after_seed() -> None:
+    """Real runs: the quick ladder (configs/quick.yaml) with seeds 0 to 3 (tests/data; seed 0
+    is reports/examples/quick; seed 2's runs came from a sweep of six sizes a budget, which
+    trains these 20 bit for bit). Fitted below the largest budget, every seed's law predicts the
+    held-out runs too high on average (+0.8, +1.8, +0.9, +1.1%), where draws from a law with
+    the seeds' noise and no bias put a seed's mean past +0.5% one time in six. Averaged over
+    the four seeds the law still predicts them 1.0% high, while the law fitted to every run
+    follows them within 1%: the loss bends beyond the fitted budgets, noise or not. Seed 1
+    misses by more than 2%, and its warning names both causes and how to tell them apart."""
     data = Path(__file__).parent / "data"
-    seed0 = read_records(data / "quick5_seed0.jsonl")
-    seed1 = read_records(data / "quick5_seed1.jsonl")
-    a = analyse(fit_points(seed1)[0], n_key="N_with_head", bootstrap=0)
+    seeds = [read_records(data / f"quick5_seed{s}.jsonl") for s in range(4)]
+    held = [analyse(fit_points(r)[0], n_key="N_with_head", bootstrap=0).heldout for r in seeds]
+    assert all(h["mean_rel_err"] > 0.005 for h in held)
+    a = analyse(fit_points(seeds[1])[0], n_key="N_with_head", bootstrap=0)
     h = a.heldout
     assert h["max_abs_rel_err"] > 0.02 and h["full_fit_max_abs_rel_err"] < 0.02
     (warning,) = [w for w in a.warnings if "does not extrapolate" in w]
-    assert "form holds" in warning and "replicas: 2" in warning
-    both = analyse(fit_points(seed0 + seed1)[0], n_key="N_with_head", bootstrap=0)
-    assert all(p["seeds"] == 2 for p in fit_points(seed0 + seed1)[0])
-    assert both.heldout["max_abs_rel_err"] < 0.015
+    assert f"{100 * h['mean_rel_err']:.1f}% too high on average" in warning
+    assert "replicas: 2" in warning and "the same sign with every seed" in warning
+    # seed 2's smallest budget has its minimum near its smallest size: approach 2's interval on
+    # a is too wide to test approach 3 against, and the warning names that budget
+    wide = analyse(fit_points(seeds[2])[0], n_key="N_with_head", bootstrap=200)
+    lo, hi = wide.isoflop.N_opt.ci
+    assert hi - lo > 0.25 and lo <= wide.agreement["a_chinchilla"] <= hi
+    (warning,) = [w for w in wide.warnings if "too wide" in w]
+    assert "least certain minimum is C=2.5e+11's" in warning
+    points = fit_points([r for records in seeds for r in records])[0]
+    assert all(p["seeds"] == 4 for p in points)
+    four = analyse(points, n_key="N_with_head", bootstrap=0).heldout
+    assert four["mean_rel_err"] > 0.009 and four["full_fit_max_abs_rel_err"] < 0.01
 
 
 def test_on_the_quick_ladder_under_weight_decay_the_form_not_the_fit_misses_the_held_out_budget():
