@@ -153,10 +153,11 @@ def _profile(
     x_opt = -c1 / (2 * c2)
     best = int(np.argmin(loss))
     reason = None
+    lo, hi = N[fitted][[0, -1]]  # the sizes the parabola spans
     if best == 0 or x_opt < x[0]:
-        reason = f"minimum at or below the smallest size ({N[0]:.3g}): add smaller models"
+        reason = f"minimum at or below the smallest size ({lo:.3g}): add smaller models"
     elif best == len(N) - 1 or x_opt > x[-1]:
-        reason = f"minimum at or above the largest size ({N[-1]:.3g}): add larger models"
+        reason = f"minimum at or above the largest size ({hi:.3g}): add larger models"
     return Profile(
         C=C,
         N=N,
