@@ -116,6 +116,11 @@ def test_fit_sweep_dir_approaches_2_and_1(sweep_dir, tmp_path, capsys):
     assert {"C", "N_opt", "D_opt", "loss_min"} <= set(res["budgets"][0])
     code, out, _ = run(["fit", str(sweep_dir), "--approach", "1"], capsys)
     assert code == 0 and "envelope" in out
+    code, out, _ = run(["fit", str(sweep_dir), "--approach", "2", "--window", "5"], capsys)
+    assert code == 0 and out.count(" 5/7 ") == 3 and "around its minimum" in out
+    for args in (["--window", "2"], ["--approach", "3", "--window", "5"]):
+        code, _, err = run(["fit", str(sweep_dir), *args], capsys)
+        assert code == 2 and len(err.strip().splitlines()) <= 2 and "--window" in err
 
 
 def test_isoflop_command(tmp_path, capsys, monkeypatch):

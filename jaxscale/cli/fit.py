@@ -65,6 +65,12 @@ BOOTSTRAP_OPTION = click.option(
 @click.option(
     "--best-per-point", is_flag=True, help="Keep only the lowest-loss row of each (N, D)."
 )
+@click.option(
+    "--window",
+    type=click.IntRange(min=3),
+    default=None,
+    help="Approach 2: fit each parabola to the K sizes around its budget's lowest loss [all].",
+)
 @JSON_OPTION
 @click.option("--n-col", default=None, help="Column of parameters [found by name: N, params, ...].")
 @click.option("--d-col", default=None, help="Column of training tokens [D, tokens, ...].")
@@ -82,6 +88,7 @@ def fit(
     holdout: int,
     where: tuple[str, ...],
     best_per_point: bool,
+    window: int | None,
     json_path: Path | None,
     n_col: str | None,
     d_col: str | None,
@@ -101,13 +108,15 @@ def fit(
 
     if approach != "3":
         refuse_unused(ctx, ["form", "holdout", "u_col"], f"applies to approach 3, not {approach}")
+    if approach != "2":
+        refuse_unused(ctx, ["window"], f"applies to approach 2, not {approach}")
     names = {"N": n_col, "D": d_col, "C": c_col, "loss": loss_col, "U": u_col}
     points = scaling_points(read_table(data, where), names, best_per_point=best_per_point)
     click.echo(points.note)
     if approach == "1":
         _envelope(points, bootstrap, json_path, plot_dir)
     elif approach == "2":
-        _isoflop(points.columns, bootstrap, json_path, plot_dir)
+        _isoflop(points.columns, bootstrap, window, json_path, plot_dir)
     elif form == "power":
         _power(points, bootstrap, holdout, json_path, plot_dir)
     else:
@@ -183,12 +192,18 @@ def _envelope(
 
 
 def _isoflop(
-    cols: dict[str, np.ndarray], bootstrap: int, json_path: Path | None, plot_dir: Path | None
+    cols: dict[str, np.ndarray],
+    bootstrap: int,
+    window: int | None,
+    json_path: Path | None,
+    plot_dir: Path | None,
 ) -> None:
-    """Approach 2: a parabola per compute budget, then N_opt ∝ C^a."""
+    """Approach 2: a parabola per compute budget (over ``window`` sizes), then N_opt ∝ C^a."""
     from jaxscale import laws
 
-    result = laws.fit_isoflop(cols["N"], cols["D"], cols["loss"], cols["C"], bootstrap=bootstrap)
+    result = laws.fit_isoflop(
+        cols["N"], cols["D"], cols["loss"], cols["C"], bootstrap=bootstrap, window=window
+    )
     click.echo("Approach 2 (IsoFLOP profiles)\n" + result.report())
     write_json(json_path, result.to_dict())
     if plot_dir:
