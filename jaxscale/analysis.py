@@ -4,7 +4,7 @@ From a sweep's fit points (one per (N, D), see ``results.fit_points``) this fits
 design allows and then validates them, by default and in one place:
 
 * **held out**: the Chinchilla law is refitted without the runs of the largest budget and
-  predicts them (Marin and OLMo report their ladders' errors this way);
+  predicts them (``jaxscale.heldout``);
 * **intervals**: bootstrap percentile intervals for every parameter of every law and for what is
   derived from L(N, D): the exponents a and b of N_opt ∝ C^a and D_opt ∝ C^b over the budgets
   (β/(α+β) and α/(α+β) where C ∝ N·D), and N_opt, D_opt and tokens per parameter at the
@@ -32,23 +32,21 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from jaxscale.errors import UserError
+from jaxscale.heldout import check_heldout, heldout_warning
 from jaxscale.laws import (
     Chinchilla,
     FitResult,
     IsoFlopResult,
     fit_chinchilla,
     fit_isoflop,
-    fit_kaplan,
     fit_power,
-    predict_loss,
 )
 from jaxscale.laws.isoflop import group_budgets
 
 BOOTSTRAP = 400  # resamples behind every interval of a sweep's report
 CI_LEVEL = 0.95
-HELDOUT_TOLERANCE = 0.02  # a held-out run missed by more than this (relative) is a warning
 # approach 2's exponent a with a wider interval than this is a warning: agreeing with approach
-# 3 then says little (Hoffmann et al.'s own intervals on a span 0.46-0.54)
+# 3 then says little
 A_CI_WIDTH = 0.25
 TRUTH_TOLERANCE = 0.05  # a fitted E this far (relative) from a known entropy is a warning
 CURVE_SAMPLES = 200  # bootstrap laws behind the band of approach 3's N_opt(C) curve
@@ -168,56 +166,6 @@ def _ci(samples: np.ndarray) -> list[float]:
     return [float(lo), float(hi)]
 
 
-def _heldout(
-    design: Design, tiers: np.ndarray, seed: int, full: FitResult | None
-) -> tuple[dict | None, str | None]:
-    """Refit L(N, D) without the largest tier and predict its runs; with ``full`` (the law
-    fitted to every run) also say how far that law, which saw them, is from them. Kaplan's
-    L(N, D) (no floor, N and D coupled) is refitted on the same runs beside it: where it
-    predicts them and the Chinchilla form does not, the form is what fails."""
-    top = tiers == tiers.max()
-    if top.sum() < 1 or len(np.unique(tiers)) < 2:
-        return None, "one compute tier only: nothing to hold out"
-    keep = ~top
-    try:
-        fit = fit_chinchilla(design.N[keep], design.D[keep], design.loss[keep], seed=seed)
-    except UserError as e:
-        return None, f"too few runs below the largest budget ({e})"
-    meas = design.loss[top]
-
-    def predicted(law: Any) -> tuple[np.ndarray, np.ndarray]:  # on the held-out runs
-        pred = predict_loss(law, design.N[top], design.D[top])
-        return pred, (pred - meas) / meas  # and the relative errors
-
-    pred, rel = predicted(fit.law)
-    runs = [
-        {"run": str(r), "N": float(n), "D": float(d), "measured": float(m), "predicted": float(p),
-         "rel_err": float(e)}
-        for r, n, d, m, p, e in zip(design.run[top], design.N[top], design.D[top], meas, pred, rel,
-                                    strict=True)
-    ]  # fmt: skip
-    budget = float(np.exp(np.mean(np.log(design.C[top]))))
-    seen = kaplan = None
-    if full is not None:
-        seen = float(np.max(np.abs(predicted(full.law)[1])))
-    try:
-        other = fit_kaplan(design.N[keep], design.D[keep], design.loss[keep], seed=seed)
-        kaplan = float(np.max(np.abs(predicted(other.law)[1])))
-    except UserError:
-        pass  # too few runs for it: the Chinchilla check stands alone
-    return {
-        "budget_C": budget,
-        "runs": runs,
-        "max_abs_rel_err": float(np.max(np.abs(rel))),
-        "mean_rel_err": float(np.mean(rel)),
-        # the same runs against the law fitted to every run, these included: a miss here too
-        # means the form does not follow them, not that the lower budgets left it undetermined
-        "full_fit_max_abs_rel_err": seen,
-        "kaplan_max_abs_rel_err": kaplan,
-        "fit": {"params": fit.params, "converged": fit.converged, "n_points": fit.n_points},
-    }, None
-
-
 def analyse(
     points: list[dict[str, Any]],
     *,
@@ -276,40 +224,11 @@ def analyse(
             if not p.interior:
                 warnings.append(f"IsoFLOP budget C={p.C:.3g}: {p.reason}")
         warnings += _wide_isoflop(iso)
-    heldout, why = _heldout(design, tiers, seed, fits.get("L_ND"))
+    heldout, why = check_heldout(design, tiers, seed, fits.get("L_ND"))
     if heldout is None:
         skipped["heldout"] = why
-    elif heldout["max_abs_rel_err"] > HELDOUT_TOLERANCE:
-        worst = max(heldout["runs"], key=lambda r: abs(r["rel_err"]))
-        seen = heldout["full_fit_max_abs_rel_err"]
-        fix = "add budgets below it or longer runs"
-        if seen is not None and seen <= HELDOUT_TOLERANCE:
-            mean = heldout["mean_rel_err"]
-            fix = (
-                f"the law fitted to every run follows them within {100 * seen:.1f}%, but fitted "
-                f"without them it predicts them {100 * abs(mean):.1f}% too "
-                f"{'high' if mean > 0 else 'low'} on average: either seed noise moved the runs "
-                "below (its sign changes from seed to seed; replicas: 2 averages two seeds a run "
-                "and halves its variance) or the loss bends beyond the budgets fitted (the same "
-                "sign with every seed: more budgets below do not cure that; --set seed=1 tells)"
-            )
-        elif seen is not None:
-            fix = (
-                f"even the law fitted to every run misses them by up to {100 * seen:.1f}%: its "
-                "form does not follow these runs (or their seeds moved them: replicas tell), "
-                "and more budgets of the same kind will not fix it; see residuals.png"
-            )
-        kaplan = heldout["kaplan_max_abs_rel_err"]
-        if kaplan is not None and kaplan <= HELDOUT_TOLERANCE:
-            fix += (
-                f"; Kaplan's L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D, fitted to the same runs, "
-                f"predicts them within {100 * kaplan:.1f}% (jaxscale fit --law kaplan)"
-            )
-        warnings.append(
-            f"the law fitted without the largest budget misses its run {worst['run']} by "
-            f"{100 * worst['rel_err']:+.1f}% (tolerance {100 * HELDOUT_TOLERANCE:g}%): it does "
-            f"not extrapolate; {fix}"
-        )
+    elif (warning := heldout_warning(heldout)) is not None:
+        warnings.append(warning)
     optimal = agreement = None
     if "L_ND" in fits:
         optimal = _optimal(design, fits["L_ND"], tiers)
@@ -430,18 +349,15 @@ def _wide_isoflop(iso: IsoFlopResult) -> list[str]:
     ci = iso.N_opt.ci
     if ci is None or ci[1] - ci[0] <= A_CI_WIDTH:
         return []
-    p = max(iso.used, key=lambda q: np.log(q.N_opt_ci[1] / q.N_opt_ci[0]) if q.N_opt_ci else 0)
-    where = ""
-    if p.N_opt_ci:
-        sizes = p.N[p.fitted]
-        where = (
-            f"; the least certain minimum is C={p.C:.3g}'s, N_opt in [{p.N_opt_ci[0]:.3g}, "
-            f"{p.N_opt_ci[1]:.3g}] over sizes {sizes.min():.3g}-{sizes.max():.3g}"
-        )
+    # the bootstrap that drew a's interval drew every used budget's N_opt interval too
+    p = max(iso.used, key=lambda q: np.log(q.N_opt_ci[1] / q.N_opt_ci[0]))
+    sizes = p.N[p.fitted]
     return [
         f"approach 2's a = {iso.a:.3f} has a {100 * iso.ci_level:g}% interval [{ci[0]:.3f}, "
-        f"{ci[1]:.3f}], wider than {A_CI_WIDTH:g}, too wide to test approach 3 against{where}: "
-        "add sizes around that minimum, budgets over a wider range of C, or replicas: 2"
+        f"{ci[1]:.3f}], wider than {A_CI_WIDTH:g}, too wide to test approach 3 against; the "
+        f"least certain minimum is C={p.C:.3g}'s, N_opt in [{p.N_opt_ci[0]:.3g}, "
+        f"{p.N_opt_ci[1]:.3g}] over sizes {sizes.min():.3g}-{sizes.max():.3g}: add sizes around "
+        "that minimum, budgets over a wider range of C, or replicas: 2"
     ]
 
 

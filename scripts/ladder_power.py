@@ -28,9 +28,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from jaxscale.analysis import A_CI_WIDTH, HELDOUT_TOLERANCE, analyse
+from jaxscale.analysis import A_CI_WIDTH, analyse
 from jaxscale.config import TOKENIZER_VOCAB, load_config
 from jaxscale.counting import flops_per_token_counted, params_with_head
+from jaxscale.heldout import HELDOUT_TOLERANCE
 from jaxscale.laws import load_law
 from jaxscale.laws.isoflop import fit_isoflop
 from jaxscale.results import read_records
