@@ -5,7 +5,8 @@ A ladder of noisy runs can fail its checks while the law's form is right. This s
 so that a design can be chosen on its pass rate and its cost. The draws follow the law's form
 exactly: where real runs bend away from it (the quick ladder's larger models gain more from
 data than the additive form allows, README "The misses are not only noise"), the real pass
-rate is lower, so check a design chosen here with seeds it was not chosen on:
+rate is lower, so check a design chosen here with seeds it was not chosen on
+(``scripts/seeds.py``):
 
     .venv/bin/python scripts/ladder_power.py configs/quick.yaml \
         --noise-from tests/data/quick5_seed0.jsonl tests/data/quick5_seed1.jsonl \

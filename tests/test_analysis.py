@@ -1,7 +1,8 @@
 """A sweep's checks on ladders with a known answer: a ladder drawn from a Chinchilla law passes
 them all; one whose largest budget breaks the law, or whose corpus' entropy is not the fitted E,
-is warned about; and the real quick ladders: the committed one passes, its seed-1 twin misses by
-noise (two seeds averaged pass), and the one trained under weight decay misses by its form."""
+is warned about; and the real quick ladders: the committed one passes, its seed-1 twin misses with
+a warning that says how to tell noise from a bend, and the one trained under weight decay misses
+by its form."""
 
 from pathlib import Path
 
@@ -74,20 +75,17 @@ def test_the_committed_quick_ladder_predicts_its_held_out_budget_within_two_perc
     assert all(p.interior for p in a.isoflop.profiles) and not a.warnings
 
 
-def test_the_quick_ladders_held_out_misses_fall_on_one_side_seed_after_seed() -> None:
-    """Real runs: the quick ladder (configs/quick.yaml) with seeds 0 to 3 (tests/data; seed 0
-    is reports/examples/quick; seed 2's runs came from a sweep of six sizes a budget, which
-    trains these 20 bit for bit). Fitted below the largest budget, every seed's law predicts the
-    held-out runs too high on average (+0.8, +1.8, +0.9, +1.1%), where draws from a law with
-    the seeds' noise and no bias put a seed's mean past +0.5% one time in six. Averaged over
-    the four seeds the law still predicts them 1.0% high, while the law fitted to every run
-    follows them within 1%: the loss bends beyond the fitted budgets, noise or not. Seed 1
-    misses by more than 2%, and its warning names both causes and how to tell them apart."""
+def test_the_quick_ladders_held_out_miss_is_warned_about_with_what_tells_its_causes_apart() -> None:
+    """Real runs: the quick ladder (configs/quick.yaml) with seeds 1 and 2 (tests/data; seed 2's
+    runs came from a sweep of six sizes a budget, which trains these 20 bit for bit). Seed 1's
+    law, fitted below the largest budget, misses it by more than 2% while the law fitted to
+    every run follows it: its warning names both causes (seed noise, or a bend beyond the fitted
+    budgets) and how to tell them apart. Seed 2's approach-2 interval is too wide to test
+    approach 3 against, and its warning names the budget to fix. (That every seed misses on one
+    side is tests/test_seeds.py's.)"""
     data = Path(__file__).parent / "data"
-    seeds = [read_records(data / f"quick5_seed{s}.jsonl") for s in range(4)]
-    held = [analyse(fit_points(r)[0], n_key="N_with_head", bootstrap=0).heldout for r in seeds]
-    assert all(h["mean_rel_err"] > 0.005 for h in held)
-    a = analyse(fit_points(seeds[1])[0], n_key="N_with_head", bootstrap=0)
+    seeds = [read_records(data / f"quick5_seed{s}.jsonl") for s in (1, 2)]
+    a = analyse(fit_points(seeds[0])[0], n_key="N_with_head", bootstrap=0)
     h = a.heldout
     assert h["max_abs_rel_err"] > 0.02 and h["full_fit_max_abs_rel_err"] < 0.02
     (warning,) = [w for w in a.warnings if "does not extrapolate" in w]
@@ -95,15 +93,11 @@ def test_the_quick_ladders_held_out_misses_fall_on_one_side_seed_after_seed() ->
     assert "replicas: 2" in warning and "the same sign with every seed" in warning
     # seed 2's smallest budget has its minimum near its smallest size: approach 2's interval on
     # a is too wide to test approach 3 against, and the warning names that budget
-    wide = analyse(fit_points(seeds[2])[0], n_key="N_with_head", bootstrap=200)
+    wide = analyse(fit_points(seeds[1])[0], n_key="N_with_head", bootstrap=200)
     lo, hi = wide.isoflop.N_opt.ci
     assert hi - lo > 0.25 and lo <= wide.agreement["a_chinchilla"] <= hi
     (warning,) = [w for w in wide.warnings if "too wide" in w]
     assert "least certain minimum is C=2.5e+11's" in warning
-    points = fit_points([r for records in seeds for r in records])[0]
-    assert all(p["seeds"] == 4 for p in points)
-    four = analyse(points, n_key="N_with_head", bootstrap=0).heldout
-    assert four["mean_rel_err"] > 0.009 and four["full_fit_max_abs_rel_err"] < 0.01
 
 
 def test_on_the_quick_ladder_under_weight_decay_the_form_not_the_fit_misses_the_held_out_budget():
