@@ -69,8 +69,8 @@ def test_the_quick_ladders_larger_models_gain_more_from_data_than_its_law_allows
     than the law fitted to the averaged runs says, by more than twice its standard error over
     the seeds, and more than the smaller shape does beside the law (width 40 against 24 from
     1.2-1.3M tokens, 32 against 20 from 1.7M). Every seed's law predicts its held-out budget
-    too high (P = 1/128 under noise alone), and so does the law fitted below the averaged runs,
-    where the law fitted to all of them follows those runs."""
+    too high (under noise alone P = 1/128 on that side), and so does the law fitted below the
+    averaged runs, where the law fitted to all of them follows those runs."""
     gains = {(g.shape, round(g.D, -5)): g for g in seeds.data_gains(QUICK)}
     pairs = [(("L2-d40-h2", 1.2e6), ("L2-d24-h2", 1.3e6)),
              (("L2-d32-h2", 1.7e6), ("L2-d20-h2", 1.7e6))]  # fmt: skip
