@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
-from jaxscale.analysis import analyse
-from jaxscale.laws import predict_loss
+from jaxscale.analysis import SweepAnalysis, analyse
+from jaxscale.laws import Law, predict_loss
 from jaxscale.report import n_key_of
 from jaxscale.results import fit_points, read_records
 
@@ -89,20 +89,18 @@ def sign_test(means: list[float]) -> tuple[int, float]:
     return k, float(binom.sf(k - 1, n, 0.5))
 
 
-def averaged(paths: list[str]) -> dict[str, Any]:
-    """The held-out check on the runs averaged over the seeds."""
-    records = [r for path in paths for r in read_records(path)]
-    points = fit_points(records)[0]
-    return analyse(points, n_key=n_key_of(points), bootstrap=0).heldout
+def averaged(paths: list[str]) -> SweepAnalysis:
+    """The sweep's analysis (no bootstrap) of the runs averaged over the seeds."""
+    points = fit_points([r for path in paths for r in read_records(path)])[0]
+    return analyse(points, n_key=n_key_of(points), bootstrap=0)
 
 
-def data_gains(paths: list[str]) -> list[Gain]:
-    """The loss drop of each shape from D to about 2D, seed by seed, beside the law's."""
+def data_gains(paths: list[str], law: Law) -> list[Gain]:
+    """The loss drop of each shape from D to about 2D, seed by seed, beside ``law``'s (the law
+    fitted to the averaged runs: ``averaged(paths).fits["L_ND"].law``)."""
     per_seed = [{p["run"]: p for p in seed_points(path)} for path in paths]
     common = set.intersection(*(set(s) for s in per_seed))
-    points = fit_points([r for path in paths for r in read_records(path)])[0]
-    n_key = n_key_of(points)
-    law = analyse(points, n_key=n_key, bootstrap=0).fits["L_ND"].law
+    n_key = n_key_of(list(per_seed[0].values()))
     by_shape: dict[tuple, list[dict]] = {}
     for name in sorted(common):
         p = per_seed[0][name]
@@ -151,7 +149,8 @@ def main() -> None:
         f"sign test: {k} of {len(rows)} seeds' laws miss on one side (under noise alone "
         f"P = {prob:.3g} on a side named in advance, {min(1.0, 2 * prob):.3g} on either)"
     )
-    h = averaged(args.results)
+    pooled = averaged(args.results)
+    h = pooled.heldout
     print(f"seeds averaged: held-out max {100 * h['max_abs_rel_err']:.2f}%, mean "
           f"{100 * h['mean_rel_err']:+.2f}%; the law fitted to every run is within "
           f"{100 * h['full_fit_max_abs_rel_err']:.2f}% of them")  # fmt: skip
@@ -159,7 +158,7 @@ def main() -> None:
         "gain from doubling D (mean over seeds ± se) against the law fitted to the averaged "
         "runs, which gives every size the same gain at one D:"
     )
-    for g in data_gains(args.results):
+    for g in data_gains(args.results, pooled.fits["L_ND"].law):
         print(f"  {g.shape:<10} N={g.N:.3g}  D {g.D:.3g} x{g.ratio:.2f}: {g.drop:.3f} ± "
               f"{g.drop_se:.3f}  law {g.law_drop:.3f}")  # fmt: skip
 

@@ -283,12 +283,12 @@ def fit_isoflop(
     N, D, loss = (np.asarray(v, dtype=np.float64).ravel() for v in (N, D, loss))
     C = 6 * N * D if C is None else np.asarray(C, dtype=np.float64).ravel()
     check_data(["N", "D", "loss", "C"], [N, D, loss, C], 3)
-    labels = group_budgets(C if budget is None else np.asarray(budget, np.float64), rtol)
-    groups = [np.flatnonzero(labels == g) for g in np.unique(labels)]
     if window is not None and window < 3:
         raise FitDataError(
             f"an IsoFLOP window of {window} sizes cannot hold a parabola (3 at least)"
         )
+    labels = group_budgets(C if budget is None else np.asarray(budget, np.float64), rtol)
+    groups = [np.flatnonzero(labels == g) for g in np.unique(labels)]
     profiles = [
         _profile(float(np.exp(np.mean(np.log(C[idx])))), N[idx], D[idx], loss[idx], window)
         for idx in groups
