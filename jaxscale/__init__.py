@@ -69,6 +69,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "jaxscale.estimators": ("edit_distance", "maj_at_k", "maj_at_ks", "pass_at_k"),
     "jaxscale.model": ("init_model", "loss_fn", "span_mask"),
     "jaxscale.sample": ("cached_forward", "decode_speed", "generate"),
+    "jaxscale.seeds": ("SeedsAnalysis", "compare_seeds"),
     "jaxscale.tasks": ("Problem", "Task"),
     "jaxscale.ttc_eval": ("evaluate_problems", "load_final_params", "summarize"),
     "jaxscale.ttc_lab": ("run_ttc",),

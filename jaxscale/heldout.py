@@ -88,7 +88,8 @@ def heldout_warning(heldout: dict[str, Any]) -> str | None:
             f"{'high' if mean > 0 else 'low'} on average: either seed noise moved the runs "
             "below (its sign changes from seed to seed; replicas: 2 averages two seeds a run "
             "and halves its variance) or the loss bends beyond the budgets fitted (the same "
-            "sign with every seed: more budgets below do not cure that; --set seed=1 tells)"
+            "sign with every seed: more budgets below do not cure that; a sweep with --set seed=1, "
+            "then jaxscale seeds on both, tells)"
         )
     elif seen is not None:
         fix = (

@@ -33,6 +33,17 @@ def n_key_of(points: list[dict[str, Any]]) -> str:
     return "N_with_head" if all("N_with_head" in p for p in points) else "N"
 
 
+def analyse_points(points: list[dict[str, Any]], *, bootstrap: int | None = None) -> SweepAnalysis:
+    """A sweep's fit points analysed as its report analyses them: N as ``n_key_of`` picks it,
+    the corpus' entropy where known, the config's ``isoflop_window``, and the bootstrap's
+    resamples drawn with the sweep's seed (``bootstrap`` resamples; None: ``analyse``'s)."""
+    last = points[-1]
+    window = (last.get("config") or {}).get("isoflop_window")
+    return analyse(points, n_key=n_key_of(points), entropy=last.get("entropy"),
+                   bootstrap=bootstrap, seed=last.get("seed") or 0,
+                   isoflop_window=window)  # fmt: skip
+
+
 def write_report(
     out_dir: Path, *, include_predicted: bool = False, against: Path | None = None
 ) -> SweepAnalysis:
@@ -56,9 +67,7 @@ def write_report(
         raise UserError(f"{out_dir} has no finished run to report on (no results.jsonl lines)")
     n_key = n_key_of(points)
     last = points[-1]
-    window = (last.get("config") or {}).get("isoflop_window")
-    a = analyse(points, n_key=n_key, entropy=last.get("entropy"), seed=last.get("seed") or 0,
-                isoflop_window=window)  # fmt: skip
+    a = analyse_points(points)
     repeated, repeated_md = repeated_data_section(points, n_key)  # (None, []) unless data repeat
     if repeated:
         a.warnings.append(repeated["warning"])

@@ -6,7 +6,7 @@ so that a design can be chosen on its pass rate and its cost. The draws follow t
 exactly: where real runs bend away from it (the quick ladder's larger models gain more from
 data than the additive form allows, README "The misses are not only noise"), the real pass
 rate is lower, so check a design chosen here with seeds it was not chosen on
-(``scripts/seeds.py``):
+(``jaxscale seeds``):
 
     .venv/bin/python scripts/ladder_power.py configs/quick.yaml \
         --noise-from tests/data/quick5_seed0.jsonl tests/data/quick5_seed1.jsonl \

@@ -85,6 +85,8 @@ FILES: dict[str, str | bytes] = {
     "run_bad_line/run.json": json.dumps({"run": "r", "tokens": 10000, "steps": 100, "warmup_steps": 5}),
     "run_bad_line/metrics.jsonl": '{"step": 1, "tokens": 100, "loss": 5}\n{"step": 2, "tok\n{"step": 3}\n',
     "not_a_run/notes.txt": "nothing here\n",
+    "seed0/results.jsonl": "".join(json.dumps({**RECORD, "run": f"r{d:g}", "D": d, "budget": 6e14, "seed": 0}) + "\n" for d in (1e8, 2e8)),
+    "seed1/results.jsonl": "".join(json.dumps({**RECORD, "run": f"r{d:g}", "D": d, "budget": 6e14, "seed": 1}) + "\n" for d in (1e8, 4e8)),
 }  # fmt: skip
 
 # (id, argv, a fragment of the one-line message). Grouped by command; the ids name the mistake.
@@ -217,6 +219,15 @@ CASES: list[tuple[str, list[str], str]] = [
     ("report-foreign-records", ["report", "{w}/foreign_sweep"], "record 1 (unnamed) lacks run, N_total"),
     ("report-against-broken", ["report", "{w}/foreign_sweep", "--against", "{w}/broken_sweep"], "lacks run"),
     ("report-missing-dir", ["report", "{w}/nope"], "does not exist"),
+    # seeds
+    ("seeds-none", ["seeds"], "Missing argument 'SWEEPS...'"),
+    ("seeds-one-sweep", ["seeds", "{w}/seed0"], "give two or more seeds' sweeps"),
+    ("seeds-same-seed-twice", ["seeds", "{w}/seed0", "{w}/seed0/results.jsonl"], "both trained seed 0: give each seed once"),
+    ("seeds-other-ladders", ["seeds", "{w}/seed0", "{w}/seed1"], "trained other runs than"),
+    ("seeds-missing-dir", ["seeds", "{w}/seed0", "{w}/nope"], "does not exist"),
+    ("seeds-empty-results", ["seeds", "{w}/seed0", "{w}/empty_sweep"], "no finished runs"),
+    ("seeds-foreign-records", ["seeds", "{w}/foreign_sweep", "{w}/seed0"], "record 1 (unnamed) lacks run, budget"),
+    ("seeds-bootstrap-negative", ["seeds", "{w}/seed0", "{w}/seed1", "--bootstrap", "-1"], "--bootstrap"),
 ]  # fmt: skip
 
 
@@ -239,7 +250,16 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def test_the_table_is_large_and_covers_every_command() -> None:
     commands = {argv[0] for _, argv, _ in CASES}
-    assert commands == {"fit", "isoflop", "plan", "predict", "ttc", "extrapolate", "report"}
+    assert commands == {
+        "fit",
+        "isoflop",
+        "plan",
+        "predict",
+        "ttc",
+        "extrapolate",
+        "report",
+        "seeds",
+    }
     assert len(CASES) >= 40 and len({case for case, _, _ in CASES}) == len(CASES)
 
 

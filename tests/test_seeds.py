@@ -1,25 +1,22 @@
-"""scripts/seeds.py: the sign test's exact probabilities; on seeds drawn from an additive law
-every size gains alike from doubling D, as the law says; on the real quick ladder's seeds the
-larger models gain more than the law allows, and every seed's law misses its held-out budget on
-the same side."""
+"""jaxscale.seeds (``jaxscale seeds``): the sign test's exact probabilities; on replicated seeds
+drawn from an additive law every size gains alike from doubling D, as the law says; on the real
+quick ladder's seeds the larger models gain more than the law allows, and every seed's law
+misses its held-out budget on the same side; the command prints what the library computes."""
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from jaxscale.errors import UserError
 from jaxscale.laws import Chinchilla
+from jaxscale.results import read_records
+from jaxscale.seeds import check_seed, compare_seeds, sign_test
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("seeds", ROOT / "scripts" / "seeds.py")
-seeds = importlib.util.module_from_spec(_spec)
-sys.modules["seeds"] = seeds  # its dataclass looks its module up
-_spec.loader.exec_module(seeds)
-
-QUICK = [str(ROOT / "tests" / "data" / f"quick5_seed{s}.jsonl") for s in range(7)]
+DATA = Path(__file__).resolve().parent / "data"
+QUICK = [str(DATA / f"quick5_seed{s}.jsonl") for s in range(7)]
 
 
 @pytest.mark.parametrize(
@@ -28,39 +25,43 @@ QUICK = [str(ROOT / "tests" / "data" / f"quick5_seed{s}.jsonl") for s in range(7
      ([-0.01, -0.02, -0.005], 3, 1 / 8)],
 )  # fmt: skip
 def test_the_sign_test_is_the_binomial_tail(means: list[float], k: int, prob: float) -> None:
-    assert seeds.sign_test(means) == (k, pytest.approx(prob))
+    assert sign_test(means) == (k, pytest.approx(prob))
 
 
-def test_on_seeds_drawn_from_an_additive_law_each_gain_from_data_is_its(
+def test_on_replicated_seeds_drawn_from_an_additive_law_each_gain_from_data_is_its(
     tmp_path: Path,
 ) -> None:
-    """Three seeds of an IsoFLOP ladder (budgets 2x apart, C = 6ND) drawn from a Chinchilla law
-    with 0.2% noise: the law fitted to them gives each shape's gain from doubling D as the true
-    law does, and each measured gain is the law's within the noise."""
+    """Three sweeps of an IsoFLOP ladder (budgets 2x apart, C = 6ND), each with two replicas
+    (seeds 2s and 2s + 1, run names ending _sS, as ``replicas: 2`` names them), drawn from a
+    Chinchilla law with 0.2% noise: the sweeps are compared point by point across their run
+    names, the law fitted to them gives each shape's gain from doubling D as the true law does,
+    and each measured gain is the law's within the noise."""
     true = Chinchilla(E=1.5, A=400.0, B=1200.0, alpha=0.34, beta=0.30)
     widths = {64: 3e6, 96: 7e6, 128: 1.2e7, 192: 2.7e7, 256: 4.8e7}  # d_model: N
     rng = np.random.default_rng(0)
     paths = []
-    for seed in range(3):
+    for sweep in range(3):
         lines = []
         for C in 6e16 * 2.0 ** np.arange(4):
             for width, N in widths.items():
                 D = C / (6 * N)
                 if not 3 <= D / N <= 300:
                     continue
-                loss = float(true(N, D)) * np.exp(rng.normal(0, 0.002))
-                rec = {"run": f"d{width}_D{D:.4g}", "N": N, "D": D, "C": C, "budget": C,
-                       "loss": loss, "n_layer": 4, "d_model": width, "n_head": 4}  # fmt: skip
-                lines.append(json.dumps(rec))
-        paths.append(tmp_path / f"seed{seed}.jsonl")
+                for seed in (2 * sweep, 2 * sweep + 1):
+                    loss = float(true(N, D)) * np.exp(rng.normal(0, 0.002))
+                    rec = {"run": f"d{width}_D{D:.4g}_s{seed}", "status": "ok", "N": N, "D": D,
+                           "C": C, "budget": C, "loss": loss, "seed": seed, "n_layer": 4,
+                           "d_model": width, "n_head": 4}  # fmt: skip
+                    lines.append(json.dumps(rec))
+        paths.append(tmp_path / f"sweep{sweep}.jsonl")
         paths[-1].write_text("\n".join(lines) + "\n")
-    paths = [str(p) for p in paths]
-    gains = seeds.data_gains(paths, seeds.averaged(paths).fits["L_ND"].law)
-    assert len(gains) >= 8
-    for g in gains:
+    result = compare_seeds([str(p) for p in paths], bootstrap=0)
+    assert [c.seeds for c in result.seeds] == [(0, 1), (2, 3), (4, 5)]
+    assert len(result.gains) >= 8
+    for g in result.gains:
         before, after = float(true(g.N, g.D)), float(true(g.N, g.D * g.ratio))
         assert g.law_drop == pytest.approx(before - after, rel=0.05)
-        noise = 0.002 * np.hypot(before, after) / np.sqrt(3)  # the drop's sd over 3 seeds
+        noise = 0.002 / np.sqrt(2) * np.hypot(before, after) / np.sqrt(3)  # over 3 sweeps
         assert abs(g.drop - g.law_drop) < 4 * noise
 
 
@@ -72,9 +73,8 @@ def test_the_quick_ladders_larger_models_gain_more_from_data_than_its_law_allows
     1.2-1.3M tokens, 32 against 20 from 1.7M). Every seed's law predicts its held-out budget
     too high (under noise alone P = 1/128 on that side), and so does the law fitted below the
     averaged runs, where the law fitted to all of them follows those runs."""
-    averaged = seeds.averaged(QUICK)
-    law = averaged.fits["L_ND"].law
-    gains = {(g.shape, round(g.D, -5)): g for g in seeds.data_gains(QUICK, law)}
+    result = compare_seeds(QUICK, bootstrap=0)
+    gains = {(g.shape, round(g.D, -5)): g for g in result.gains}
     pairs = [(("L2-d40-h2", 1.2e6), ("L2-d24-h2", 1.3e6)),
              (("L2-d32-h2", 1.7e6), ("L2-d20-h2", 1.7e6))]  # fmt: skip
     for larger, smaller in pairs:
@@ -83,8 +83,38 @@ def test_the_quick_ladders_larger_models_gain_more_from_data_than_its_law_allows
         assert big.drop - big.law_drop > 2 * big.drop_se
         beyond = (big.drop - big.law_drop) - (small.drop - small.law_drop)
         assert beyond > 2 * np.hypot(big.drop_se, small.drop_se)
-    rows = seeds.seed_rows(QUICK, bootstrap=0)
-    means = [r["mean"] for r in rows]
-    assert all(m > 0.005 for m in means) and seeds.sign_test(means) == (7, 1 / 128)
-    held = averaged.heldout
+    assert [c.seeds for c in result.seeds] == [(s,) for s in range(7)]
+    assert all(c.mean > 0.005 for c in result.seeds)
+    assert (result.same_side, result.p_named_side) == (7, 1 / 128)
+    held = result.averaged.heldout
     assert held["mean_rel_err"] > 0.009 and held["full_fit_max_abs_rel_err"] < 0.01
+
+
+def test_a_ladder_without_a_held_out_budget_is_refused(tmp_path: Path) -> None:
+    """Seed 0's runs of the two lower budgets only: nothing is held out, so there is nothing to
+    compare across seeds, and the refusal says why."""
+    kept = [r for r in read_records(QUICK[0]) if r["budget"] < 1e12]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    with pytest.raises(UserError, match="no held-out budget"):
+        check_seed(str(path), bootstrap=0)
+
+
+def test_the_command_prints_each_seed_then_what_they_say_together(
+    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``jaxscale seeds`` on seeds 0 and 1: a line per seed with its held-out errors (seed 1's
+    warning below it), then the count passing, the sign test and the averaged runs' held-out
+    check, as ``compare_seeds`` computes them."""
+    assert run_cli("seeds", QUICK[0], QUICK[1], "--bootstrap", "20") == 0
+    out = capsys.readouterr().out
+    expected = compare_seeds(QUICK[:2], bootstrap=0)
+    seed_lines = [line for line in out.splitlines() if line.startswith("seed ")]
+    assert [line.split(" (")[0] for line in seed_lines] == ["seed 0", "seed 1"]
+    for line, check in zip(seed_lines, expected.seeds, strict=True):
+        assert f"held out {100 * check.heldout:.2f}%" in line
+        assert f"mean {100 * check.mean:+.2f}%" in line
+    assert "misses its run L2-d64-h2_D1.594M by +2.7%" in out  # seed 1's warning
+    assert "sign test: 2 of 2 seeds' laws predict their held-out runs too high" in out
+    held = expected.averaged.heldout
+    assert f"within {100 * held['max_abs_rel_err']:.2f}% (mean" in out

@@ -1,6 +1,6 @@
 """The ``jaxscale`` command: thin click wrappers over the library.
 
-Commands live by family: ``lab`` (sweep, report, extrapolate), ``bench``, ``fit`` (fit, ttc:
+Commands live by family: ``lab`` (sweep, report, seeds, extrapolate), ``bench``, ``fit`` (fit, ttc:
 laws from tables) and ``plan`` (isoflop, plan, predict: decisions from laws). A family's module
 is imported only when one of its commands runs or shows its help, and JAX only once a command
 runs, so that ``jaxscale --help`` and ``jaxscale fit --help`` answer at once. A user's mistake
@@ -23,6 +23,7 @@ from jaxscale.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("jaxscale.cli.lab", "Train a config's unfinished runs, then fit and report."),
     "report": ("jaxscale.cli.lab", "Refit a sweep directory's laws and rewrite its report."),
+    "seeds": ("jaxscale.cli.lab", "Whether several seeds of one ladder agree, and on what."),
     "extrapolate": ("jaxscale.cli.lab", "Predict a run's final loss from its first steps."),
     "bench": ("jaxscale.cli.bench", "A vmapped pack of models against the same runs in turn."),
     "fit": ("jaxscale.cli.fit", "Fit a scaling law to a table or a sweep directory."),

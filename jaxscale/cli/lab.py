@@ -1,5 +1,5 @@
-"""CLI commands of the lab: ``sweep`` (train a ladder here or on a cluster, then fit and report)
-and ``report``."""
+"""CLI commands of the lab: ``sweep`` (train a ladder here or on a cluster, then fit and report),
+``report``, ``seeds`` (what several seeds of one ladder say together) and ``extrapolate``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from typing import Any
 
 import click
 
+from jaxscale.analysis import BOOTSTRAP
 from jaxscale.config import load_config
 from jaxscale.errors import UserError
 from jaxscale.extrapolate import extrapolate_run
 from jaxscale.launch import LAUNCHERS, LaunchOptions, slurm_minutes
 from jaxscale.report import summary, write_report
 from jaxscale.results import check_fields, read_records
+from jaxscale.seeds import compare_seeds, seed_line, seeds_summary
 from jaxscale.sweep import default_out_dir, run_sweep
 from jaxscale.tracking import TRACKERS, open_tracker
 
@@ -156,6 +158,24 @@ def report(directory: Path, with_predicted: bool, against: Path | None) -> None:
             read_records(sweep_dir), REPORT_FIELDS, sweep_dir
         )  # before anything is written
     echo_report(directory, include_predicted=with_predicted, against=against)
+
+
+@click.command()
+@click.argument("sweeps", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--bootstrap", type=click.IntRange(min=0), default=BOOTSTRAP, show_default=True,
+              help="Resamples behind each seed's intervals (the sweep's).")  # fmt: skip
+def seeds(sweeps: tuple[Path, ...], bootstrap: int) -> None:
+    """Whether several seeds of one ladder agree: each seed's checks, the sign test on their
+    held-out misses (noise, or a bias of the law's form), the runs averaged over the seeds,
+    and each shape's gain from doubling D beside the law's.
+
+    SWEEPS: one sweep directory (or results.jsonl) per seed, all of one config, e.g.
+    reports/quick and the output of jaxscale sweep configs/quick.yaml --set seed=1.
+    """
+    result = compare_seeds(
+        [str(s) for s in sweeps], bootstrap=bootstrap, on_seed=lambda c: click.echo(seed_line(c))
+    )
+    click.echo(seeds_summary(result))
 
 
 @click.command()

@@ -1,0 +1,290 @@
+"""What several seeds of one ladder say that one seed cannot: whether its held-out miss is noise
+(its sign changes from seed to seed) or a bias of the law's form (the same sign every seed), and
+whether the loss keeps the Chinchilla form's separation of N and D.
+
+Each input is one seed's sweep (``jaxscale sweep CONFIG --set seed=S``), all of one config;
+``compare_seeds`` gives:
+
+- per seed, the sweep's own checks as ``jaxscale report`` makes them (its bootstrap drawn with
+  that seed, as the sweep's report draws it): the held-out budget's largest and mean relative
+  error, approach 2's a with its interval beside approach 3's, the tokens per parameter at the
+  largest budget, and the warnings;
+- the sign test: under seed noise alone a seed's mean held-out error is as likely above zero as
+  below, so k seeds of n on a side named in advance have probability P(Binomial(n, 1/2) >= k),
+  and on either side twice that;
+- the seeds averaged run by run (``fit_points``): the held-out errors of the law fitted below,
+  where the noise has shrunk and a bias has not;
+- the gain from doubling D: per shape trained at D and about 2D, the drop in loss (mean over the
+  seeds, with its standard error) beside the drop the law fitted to the averaged runs predicts.
+  In L = E + A/N^α + B/D^β the drop B·D^-β·(1 - 2^-β) does not depend on N, so at one D every
+  shape should gain alike; where larger shapes gain more, the form cannot extrapolate them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import binom
+
+from jaxscale.analysis import SweepAnalysis
+from jaxscale.errors import UserError
+from jaxscale.laws import Law, predict_loss
+from jaxscale.report import analyse_points, n_key_of
+from jaxscale.results import check_fields, fit_points, read_records
+
+DOUBLING = (1.8, 2.2)  # token ratios that count as "about 2D"
+FIELDS = ("run", "N", "D", "loss", "budget")  # what the comparison reads of every record
+
+
+@dataclass(frozen=True)
+class SeedCheck:
+    """One seed's checks, as its sweep's report makes them."""
+
+    source: str
+    seeds: tuple[int, ...]  # the seeds its runs trained with (two with ``replicas: 2``)
+    heldout: float  # the held-out budget's max |relative error|
+    errors: tuple[float, ...]  # each held-out run's relative error
+    mean: float  # their mean: its sign is what the sign test counts
+    a2: float | None  # approach 2's exponent a, None without two interior budgets
+    a2_ci: tuple[float, float] | None
+    a3: float | None  # approach 3's, from L(N, D) with FLOPs counted
+    tokens_per_param: float | None  # at the largest budget
+    tokens_per_param_ci: tuple[float, float] | None
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Gain:
+    """The loss drop of one shape from D to about 2D, over the seeds, and the law's."""
+
+    shape: str
+    N: float
+    D: float
+    ratio: float
+    drop: float  # mean over the seeds
+    drop_se: float  # its standard error
+    law_drop: float  # what the law fitted to the averaged runs predicts
+
+
+@dataclass(frozen=True)
+class SeedsAnalysis:
+    """``compare_seeds``' answer: each seed's checks, the sign test on their mean held-out
+    errors, the analysis of the runs averaged over the seeds and each shape's gain from data."""
+
+    seeds: list[SeedCheck]
+    same_side: int  # seeds whose mean held-out error has the majority's sign
+    p_named_side: float  # P(that many or more) under noise alone, on a side named in advance
+    averaged: SweepAnalysis
+    gains: list[Gain]
+
+    @property
+    def p_either_side(self) -> float:
+        return min(1.0, 2 * self.p_named_side)
+
+    @property
+    def passing(self) -> int:
+        """Seeds whose sweep passed every check (no warnings)."""
+        return sum(not s.warnings for s in self.seeds)
+
+
+def _point_key(point: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two seeds' runs the same point of the ladder: shape and planned tokens (run
+    names gain ``_sS`` with replicas, so they do not)."""
+    return (point.get("n_layer"), point.get("d_model"), point.get("n_head"), point["N"],
+            round(point.get("D_target", point["D"])))  # fmt: skip
+
+
+def _seeds_of(records: list[dict[str, Any]]) -> tuple[int, ...]:
+    return tuple(sorted({int(r.get("seed") or 0) for r in records if r.get("status") == "ok"}))
+
+
+def seed_points(source: str) -> list[dict[str, Any]]:
+    """One seed's fit points (one sweep directory or results.jsonl).
+
+    Raises:
+      UserError: no finished runs there, or records jaxscale's sweep did not write.
+    """
+    records = read_records(source)
+    check_fields(records, FIELDS, source)
+    points = fit_points(records)[0]
+    if not points:
+        raise UserError(f"{source}: no finished runs (a sweep directory or its results.jsonl)")
+    return points
+
+
+def check_seed(source: str, bootstrap: int) -> SeedCheck:
+    """One seed's checks, as ``jaxscale report`` makes them (``analyse_points``), with
+    ``bootstrap`` resamples; the report's warning on repeated data aside.
+
+    Raises:
+      UserError: the ladder has no held-out budget to check (``budgets:`` in the config).
+    """
+    a = analyse_points(seed_points(source), bootstrap=bootstrap)
+    if a.heldout is None:
+        raise UserError(f"{source}: no held-out budget ({a.skipped.get('heldout')})")
+    opt, iso = a.optimal or {}, a.isoflop
+    return SeedCheck(
+        source=source,
+        seeds=_seeds_of(read_records(source)),
+        heldout=a.heldout["max_abs_rel_err"],
+        errors=tuple(r["rel_err"] for r in a.heldout["runs"]),
+        mean=a.heldout["mean_rel_err"],
+        a2=iso.a if iso else None,
+        a2_ci=tuple(iso.N_opt.ci) if iso and iso.N_opt.ci else None,
+        a3=opt.get("a"),
+        tokens_per_param=opt.get("tokens_per_param"),
+        tokens_per_param_ci=tuple(opt["tokens_per_param_ci"])
+        if opt.get("tokens_per_param_ci")
+        else None,
+        warnings=tuple(a.warnings),
+    )
+
+
+def sign_test(means: Sequence[float]) -> tuple[int, float]:
+    """(seeds whose mean held-out error has the majority's sign, the probability under noise
+    alone of that many or more on that side; either side is twice that, up to 1).
+
+    Example:
+      >>> sign_test([0.01, 0.02, -0.01])
+      (2, 0.5)
+    """
+    n = len(means)
+    k = max(sum(m > 0 for m in means), sum(m < 0 for m in means))
+    return k, float(binom.sf(k - 1, n, 0.5))
+
+
+def averaged(sources: Sequence[str]) -> SweepAnalysis:
+    """The sweep's analysis (no bootstrap) of the runs averaged over the seeds."""
+    points = fit_points([r for source in sources for r in read_records(source)])[0]
+    return analyse_points(points, bootstrap=0)
+
+
+def data_gains(sources: Sequence[str], law: Law) -> list[Gain]:
+    """The loss drop of each shape from D to about 2D, seed by seed, beside ``law``'s (the law
+    fitted to the averaged runs: ``averaged(sources).fits["L_ND"].law``)."""
+    per_seed = [{_point_key(p): p for p in seed_points(s)} for s in sources]
+    common = set.intersection(*(set(s) for s in per_seed))
+    n_key = n_key_of(list(per_seed[0].values()))
+    by_shape: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for key in sorted(common, key=str):
+        by_shape.setdefault(key[:4], []).append(per_seed[0][key])
+    gains = []
+    for runs in by_shape.values():
+        runs.sort(key=lambda p: p["D"])
+        for lo, hi in itertools.pairwise(runs):
+            ratio = hi["D"] / lo["D"]
+            if not DOUBLING[0] <= ratio <= DOUBLING[1]:
+                continue
+            drops = [s[_point_key(lo)]["loss"] - s[_point_key(hi)]["loss"] for s in per_seed]
+            n = lo[n_key]
+            before, after = predict_loss(law, [n, n], [lo["D"], hi["D"]])
+            gains.append(Gain(
+                shape=lo["run"].split("_")[0], N=n, D=lo["D"], ratio=ratio,
+                drop=float(np.mean(drops)),
+                drop_se=float(np.std(drops, ddof=1) / np.sqrt(len(drops))),
+                law_drop=float(before - after),
+            ))  # fmt: skip
+    return sorted(gains, key=lambda g: (g.D, g.N))
+
+
+def _check_comparable(sources: Sequence[str]) -> None:
+    """Refuse what would make the comparison meaningless: under two seeds, a seed given twice,
+    or seeds of different ladders."""
+    if len(sources) < 2:
+        raise UserError("give two or more seeds' sweeps (a standard error needs two)")
+    seen: dict[int, str] = {}
+    ladder = {_point_key(p) for p in seed_points(sources[0])}
+    for source in sources:
+        for seed in _seeds_of(read_records(source)):
+            if seed in seen:
+                raise UserError(
+                    f"{source} and {seen[seed]} both trained seed {seed}: give each seed once"
+                )
+            seen[seed] = source
+        if {_point_key(p) for p in seed_points(source)} != ladder:
+            raise UserError(
+                f"{source} trained other runs than {sources[0]}: give seeds of one config "
+                "(jaxscale sweep CONFIG --set seed=S)"
+            )
+
+
+def compare_seeds(
+    sources: Sequence[str],
+    *,
+    bootstrap: int = 400,
+    on_seed: Callable[[SeedCheck], None] = lambda check: None,
+) -> SeedsAnalysis:
+    """What several seeds of one ladder say together (the module docstring has the details).
+
+    Under seed noise alone each seed's mean held-out error is as likely above zero as below, so
+    k of n seeds on a side named in advance have probability P(Binomial(n, 1/2) >= k); a bias
+    of the law's form puts every seed on one side. In L = E + A/N^α + B/D^β doubling D lowers
+    every size's loss by B·D^-β·(1 - 2^-β), whatever its N: ``gains`` sets each shape's
+    measured drop (mean over the seeds ± standard error) beside that.
+
+    Args:
+      sources: one sweep directory (or results.jsonl) per seed, all of one config.
+      bootstrap: resamples behind each seed's intervals (the sweep's 400).
+      on_seed: called with each seed's checks as soon as they are made.
+
+    Raises:
+      UserError: under two seeds, a seed given twice, seeds of different ladders, a source
+        without finished runs or without a held-out budget.
+
+    Example:
+      >>> r = compare_seeds(["reports/quick", "reports/quick-s1"])   # doctest: +SKIP
+      >>> r.same_side, r.p_named_side, r.averaged.heldout["mean_rel_err"]  # doctest: +SKIP
+    """
+    _check_comparable(sources)
+    checks = []
+    for source in sources:
+        checks.append(check_seed(source, bootstrap))
+        on_seed(checks[-1])
+    same_side, p = sign_test([c.mean for c in checks])
+    pooled = averaged(sources)
+    gains = data_gains(sources, pooled.fits["L_ND"].law)
+    return SeedsAnalysis(checks, same_side, p, pooled, gains)
+
+
+def seed_line(c: SeedCheck) -> str:
+    """One seed's checks on a line, its warnings (if any) on the lines below."""
+    errs = ", ".join(f"{100 * e:+.1f}" for e in c.errors)
+    a2 = f"{c.a2:.3f} [{c.a2_ci[0]:.3f}, {c.a2_ci[1]:.3f}]" if c.a2 is not None and c.a2_ci else "-"
+    a3 = f"{c.a3:.3f}" if c.a3 is not None else "-"
+    tpp = "-"
+    if c.tokens_per_param is not None:
+        lo, hi = c.tokens_per_param_ci or (float("nan"), float("nan"))
+        tpp = f"{c.tokens_per_param:.0f} [{lo:.0f}, {hi:.0f}]"
+    seeds = ",".join(map(str, c.seeds))
+    verdict = (f"{len(c.warnings)} warning{'s' * (len(c.warnings) > 1)}:" if c.warnings
+               else "passes every check")  # fmt: skip
+    line = (f"seed {seeds} ({c.source}): held out {100 * c.heldout:.2f}% ({errs}; mean "
+            f"{100 * c.mean:+.2f}%)  a {a2} vs {a3}  {tpp} tokens/param  {verdict}")  # fmt: skip
+    return "\n".join([line, *(f"    {w}" for w in c.warnings)])
+
+
+def seeds_summary(r: SeedsAnalysis) -> str:
+    """The comparison after the seeds' lines: the sign test, the averaged runs, the gains."""
+    h = r.averaged.heldout
+    side = "high" if sum(c.mean > 0 for c in r.seeds) >= sum(c.mean < 0 for c in r.seeds) else "low"
+    lines = [
+        f"{r.passing} of {len(r.seeds)} seeds pass every check",
+        f"sign test: {r.same_side} of {len(r.seeds)} seeds' laws predict their held-out runs too "
+        f"{side} on average; under noise alone P = {r.p_named_side:.3g} on a side named in "
+        f"advance, {r.p_either_side:.3g} on either",
+        f"seeds averaged: the law fitted below predicts the held-out runs within "
+        f"{100 * h['max_abs_rel_err']:.2f}% (mean {100 * h['mean_rel_err']:+.2f}%); the law "
+        f"fitted to every run follows them within {100 * h['full_fit_max_abs_rel_err']:.2f}%",
+        "gain from doubling D (mean over the seeds ± standard error) beside the law fitted to "
+        "the averaged runs, which gives every size the same gain at one D:",
+    ]
+    lines += [
+        f"  {g.shape:<12} N={g.N:.3g}  from D={g.D:.3g} x{g.ratio:.2f}: {g.drop:.3f} ± "
+        f"{g.drop_se:.3f}  law {g.law_drop:.3f}"
+        for g in r.gains
+    ]
+    return "\n".join(lines)
