@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -28,6 +28,9 @@ from jaxscale.laws import (
     predict_loss,
 )
 from jaxscale.results import as_columns
+
+if TYPE_CHECKING:  # jaxscale.seeds draws with this module's helpers; typing needs only its class
+    from jaxscale.seeds import SeedsAnalysis
 
 PathLike = str | os.PathLike[str]
 MAX_LEGEND = 10  # past this many series, a colour bar replaces the legend
@@ -200,6 +203,40 @@ def heldout(result: dict[str, Any], path: PathLike) -> Path:
         fontsize=9,
     )
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def seeds(result: SeedsAnalysis, path: PathLike) -> Path:
+    """Several seeds of one ladder: each seed's held-out errors with the ±2% band and their mean
+    (one side every seed: a bias; both sides: noise), and each shape's gain from doubling D
+    beyond the law's (± 2 standard errors over the seeds), against N."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    left.axhspan(-2, 2, color="C2", alpha=0.15, label="±2%")
+    left.axhline(0, color="k", lw=0.8)
+    for i, c in enumerate(result.seeds):
+        errors = 100 * np.asarray(c.errors)
+        left.plot(np.full(errors.shape, i), errors, "o", ms=4, color="C0" if c.warnings else "C2")
+        left.plot([i - 0.3, i + 0.3], [100 * c.mean] * 2, "-", color="C3", lw=2)
+    left.plot([], [], "-", color="C3", lw=2, label="mean")
+    left.set_xticks(range(len(result.seeds)))
+    left.set_xticklabels([",".join(map(str, c.seeds)) for c in result.seeds])
+    left.set_xlabel("seed (green: passes every check)")
+    left.set_ylabel("held-out error, predicted/measured − 1 (%)")
+    left.set_title(f"{result.same_side} of {len(result.seeds)} on one side: "
+                   f"P = {result.p_named_side:.2g} (named side)", fontsize=9)  # fmt: skip
+    left.legend(fontsize=7)
+    right.axhline(0, color="k", lw=0.8)
+    Ds = sorted({g.D for g in result.gains})
+    for g in result.gains:
+        colour = f"C{Ds.index(g.D) % 10}"
+        right.errorbar(g.N, g.drop - g.law_drop, yerr=2 * g.drop_se, fmt="o", ms=4,
+                       color=colour, capsize=2)  # fmt: skip
+        right.annotate(f"D={g.D:.2g}", (g.N, g.drop - g.law_drop), fontsize=6,
+                       xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    right.set_xscale("log")
+    right.set_xlabel("N")
+    right.set_ylabel("gain from 2D beyond the law's (nats)")
+    right.set_title("the law gives every N the same gain at one D", fontsize=9)
     return _save(fig, path)
 
 

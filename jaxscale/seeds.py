@@ -22,6 +22,7 @@ Each input is one seed's sweep (``jaxscale sweep CONFIG --set seed=S``), all of 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from scipy.stats import binom
 from jaxscale.analysis import SweepAnalysis
 from jaxscale.errors import UserError
 from jaxscale.laws import Law, predict_loss
-from jaxscale.report import analyse_points, n_key_of
+from jaxscale.report import PROVENANCE_KEYS, analyse_points, n_key_of
 from jaxscale.results import check_fields, fit_points, read_records
 
 DOUBLING = (1.8, 2.2)  # token ratios that count as "about 2D"
@@ -55,6 +56,7 @@ class SeedCheck:
     tokens_per_param: float | None  # at the largest budget
     tokens_per_param_ci: tuple[float, float] | None
     warnings: tuple[str, ...]
+    provenance: dict[str, Any]  # corpus and config fingerprints, versions: its last run's
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,23 @@ class SeedsAnalysis:
         """Seeds whose sweep passed every check (no warnings)."""
         return sum(not s.warnings for s in self.seeds)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every seed's checks and provenance, the sign test, the averaged runs'
+        held-out check and law, and the gains."""
+        law = self.averaged.fits["L_ND"]
+        return {
+            "seeds": [dataclasses.asdict(c) for c in self.seeds],
+            "passing": self.passing,
+            "sign_test": {
+                "same_side": self.same_side,
+                "of": len(self.seeds),
+                "p_named_side": self.p_named_side,
+                "p_either_side": self.p_either_side,
+            },
+            "averaged": {"heldout": self.averaged.heldout, "L_ND": law.params},
+            "gains": [dataclasses.asdict(g) for g in self.gains],
+        }
+
 
 def _point_key(point: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two seeds' runs the same point of the ladder: shape and planned tokens (run
@@ -123,13 +142,14 @@ def check_seed(source: str, bootstrap: int) -> SeedCheck:
     Raises:
       UserError: the ladder has no held-out budget to check (``budgets:`` in the config).
     """
+    records = read_records(source)
     a = analyse_points(seed_points(source), bootstrap=bootstrap)
     if a.heldout is None:
         raise UserError(f"{source}: no held-out budget ({a.skipped.get('heldout')})")
     opt, iso = a.optimal or {}, a.isoflop
     return SeedCheck(
         source=source,
-        seeds=_seeds_of(read_records(source)),
+        seeds=_seeds_of(records),
         heldout=a.heldout["max_abs_rel_err"],
         errors=tuple(r["rel_err"] for r in a.heldout["runs"]),
         mean=a.heldout["mean_rel_err"],
@@ -141,6 +161,7 @@ def check_seed(source: str, bootstrap: int) -> SeedCheck:
         if opt.get("tokens_per_param_ci")
         else None,
         warnings=tuple(a.warnings),
+        provenance={key: records[-1].get(key) for key in PROVENANCE_KEYS},
     )
 
 

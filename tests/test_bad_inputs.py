@@ -268,7 +268,7 @@ def test_bad_input_gets_one_line_and_exit_2(
     world: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = [a.format(w=world) for a in argv]
-    if argv[0] in ("fit", "isoflop", "plan", "predict", "ttc") and "--json" not in argv:
+    if argv[0] in ("fit", "isoflop", "plan", "predict", "ttc", "seeds") and "--json" not in argv:
         argv += ["--json", str(world / "prev.json")]
     before = _snapshot(world)
     with pytest.raises(SystemExit) as exit_:

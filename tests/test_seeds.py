@@ -3,6 +3,7 @@ drawn from an additive law every size gains alike from doubling D, as the law sa
 quick ladder's seeds the larger models gain more than the law allows, and every seed's law
 misses its held-out budget on the same side; the command prints what the library computes."""
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from jaxscale.seeds import check_seed, compare_seeds, sign_test
 
 DATA = Path(__file__).resolve().parent / "data"
 QUICK = [str(DATA / f"quick5_seed{s}.jsonl") for s in range(7)]
+EXAMPLE = DATA.parents[1] / "reports" / "examples" / "quick-seeds"
 
 
 @pytest.mark.parametrize(
@@ -88,6 +90,11 @@ def test_the_quick_ladders_larger_models_gain_more_from_data_than_its_law_allows
     assert (result.same_side, result.p_named_side) == (7, 1 / 128)
     held = result.averaged.heldout
     assert held["mean_rel_err"] > 0.009 and held["full_fit_max_abs_rel_err"] < 0.01
+    # the committed example (README's figure) is this comparison, at the sweep's 400 resamples
+    saved = json.loads((EXAMPLE / "seeds.json").read_text())
+    assert [s["errors"] for s in saved["seeds"]] == [list(c.errors) for c in result.seeds]
+    assert saved["gains"] == [dataclasses.asdict(g) for g in result.gains]
+    assert saved["passing"] == 2 and saved["averaged"]["heldout"] == held
 
 
 def test_a_ladder_without_a_held_out_budget_is_refused(tmp_path: Path) -> None:
@@ -101,14 +108,24 @@ def test_a_ladder_without_a_held_out_budget_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_command_prints_each_seed_then_what_they_say_together(
-    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str]
+    run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """``jaxscale seeds`` on seeds 0 and 1: a line per seed with its held-out errors (seed 1's
     warning below it), then the count passing, the sign test and the averaged runs' held-out
-    check, as ``compare_seeds`` computes them."""
-    assert run_cli("seeds", QUICK[0], QUICK[1], "--bootstrap", "20") == 0
+    check, as ``compare_seeds`` computes them; the same in its JSON, and its figure."""
+    json_path, png = tmp_path / "seeds.json", tmp_path / "seeds.png"
+    argv = ["seeds", QUICK[0], QUICK[1], "--bootstrap", "20", "--json", str(json_path)]
+    assert run_cli(*argv, "--plot", str(png)) == 0
     out = capsys.readouterr().out
     expected = compare_seeds(QUICK[:2], bootstrap=0)
+    saved = json.loads(json_path.read_text())
+    assert [s["heldout"] for s in saved["seeds"]] == [c.heldout for c in expected.seeds]
+    assert saved["sign_test"] == {"same_side": 2, "of": 2, "p_named_side": 0.25,
+                                  "p_either_side": 0.5}  # fmt: skip
+    assert saved["averaged"]["heldout"] == expected.averaged.heldout
+    assert len(saved["gains"]) == len(expected.gains) >= 8
+    assert saved["seeds"][0]["provenance"]["config_fingerprint"] == "f1db171907dc"
+    assert png.read_bytes().startswith(b"\x89PNG")
     seed_lines = [line for line in out.splitlines() if line.startswith("seed ")]
     assert [line.split(" (")[0] for line in seed_lines] == ["seed 0", "seed 1"]
     for line, check in zip(seed_lines, expected.seeds, strict=True):

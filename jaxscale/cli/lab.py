@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from jaxscale.analysis import BOOTSTRAP
+from jaxscale.cli.options import JSON_OPTION, echo_figures, write_json
 from jaxscale.config import load_config
 from jaxscale.errors import UserError
 from jaxscale.extrapolate import extrapolate_run
@@ -164,7 +165,17 @@ def report(directory: Path, with_predicted: bool, against: Path | None) -> None:
 @click.argument("sweeps", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--bootstrap", type=click.IntRange(min=0), default=BOOTSTRAP, show_default=True,
               help="Resamples behind each seed's intervals (the sweep's).")  # fmt: skip
-def seeds(sweeps: tuple[Path, ...], bootstrap: int) -> None:
+@JSON_OPTION
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw each seed's held-out errors and the gains beyond the law's (PNG).",
+)
+def seeds(
+    sweeps: tuple[Path, ...], bootstrap: int, json_path: Path | None, plot_path: Path | None
+) -> None:
     """Whether several seeds of one ladder agree: each seed's checks, the sign test on their
     held-out misses (noise, or a bias of the law's form), the runs averaged over the seeds,
     and each shape's gain from doubling D beside the law's.
@@ -176,6 +187,11 @@ def seeds(sweeps: tuple[Path, ...], bootstrap: int) -> None:
         [str(s) for s in sweeps], bootstrap=bootstrap, on_seed=lambda c: click.echo(seed_line(c))
     )
     click.echo(seeds_summary(result))
+    write_json(json_path, result.to_dict())
+    if plot_path is not None:
+        from jaxscale import plots  # lazy: matplotlib only when a figure is asked for
+
+        echo_figures([plots.seeds(result, plot_path)])
 
 
 @click.command()
