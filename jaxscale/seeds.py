@@ -218,7 +218,7 @@ def _check_comparable(sources: Sequence[str]) -> None:
     if len(sources) < 2:
         raise UserError("give two or more seeds' sweeps (a standard error needs two)")
     seen: dict[int, str] = {}
-    ladder = {_point_key(p) for p in seed_points(sources[0])}
+    ladder = {_point_key(p): p["run"] for p in seed_points(sources[0])}
     for source in sources:
         for seed in _seeds_of(read_records(source)):
             if seed in seen:
@@ -226,10 +226,15 @@ def _check_comparable(sources: Sequence[str]) -> None:
                     f"{source} and {seen[seed]} both trained seed {seed}: give each seed once"
                 )
             seen[seed] = source
-        if {_point_key(p) for p in seed_points(source)} != ladder:
+        runs = {_point_key(p): p["run"] for p in seed_points(source)}
+        if runs.keys() != ladder.keys():
+            lacks = sorted(ladder[k] for k in ladder.keys() - runs.keys())
+            extra = sorted(runs[k] for k in runs.keys() - ladder.keys())
             raise UserError(
-                f"{source} trained other runs than {sources[0]}: give seeds of one config "
-                "(jaxscale sweep CONFIG --set seed=S)"
+                f"{source} and {sources[0]} finished different runs ({len(lacks)} only in the "
+                f"second{', e.g. ' + lacks[0] if lacks else ''}; {len(extra)} only in the first"
+                f"{', e.g. ' + extra[0] if extra else ''}): give seeds of one config with every "
+                "run finished (run a seed's jaxscale sweep again to finish it)"
             )
 
 

@@ -223,7 +223,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("seeds-none", ["seeds"], "Missing argument 'SWEEPS...'"),
     ("seeds-one-sweep", ["seeds", "{w}/seed0"], "give two or more seeds' sweeps"),
     ("seeds-same-seed-twice", ["seeds", "{w}/seed0", "{w}/seed0/results.jsonl"], "both trained seed 0: give each seed once"),
-    ("seeds-other-ladders", ["seeds", "{w}/seed0", "{w}/seed1"], "trained other runs than"),
+    ("seeds-other-ladders", ["seeds", "{w}/seed0", "{w}/seed1"], "finished different runs (1 only in the second, e.g. r2e+08; 1 only in the first, e.g. r4e+08)"),
     ("seeds-missing-dir", ["seeds", "{w}/seed0", "{w}/nope"], "does not exist"),
     ("seeds-empty-results", ["seeds", "{w}/seed0", "{w}/empty_sweep"], "no finished runs"),
     ("seeds-foreign-records", ["seeds", "{w}/foreign_sweep", "{w}/seed0"], "record 1 (unnamed) lacks run, budget"),
