@@ -212,14 +212,27 @@ def data_gains(sources: Sequence[str], law: Law) -> list[Gain]:
     return sorted(gains, key=lambda g: (g.D, g.N))
 
 
+def _corpus_of(source: str) -> tuple[str, str] | None:
+    """(corpus, its fingerprint) of a sweep's last run; None where its records do not say."""
+    records = read_records(source)
+    fingerprint = records[-1].get("corpus_fingerprint") if records else None
+    return None if fingerprint is None else (str(records[-1].get("corpus")), str(fingerprint))
+
+
 def _check_comparable(sources: Sequence[str]) -> None:
     """Refuse what would make the comparison meaningless: under two seeds, a seed given twice,
-    or seeds of different ladders."""
+    seeds trained on different corpora, or seeds that finished different runs."""
     if len(sources) < 2:
         raise UserError("give two or more seeds' sweeps (a standard error needs two)")
     seen: dict[int, str] = {}
     ladder = {_point_key(p): p["run"] for p in seed_points(sources[0])}
+    corpus = _corpus_of(sources[0])
     for source in sources:
+        if None not in (corpus, other := _corpus_of(source)) and other != corpus:
+            raise UserError(
+                f"{source} trained on corpus {other[0]} (fingerprint {other[1]}), {sources[0]} "
+                f"on {corpus[0]} ({corpus[1]}): give seeds of one config"
+            )
         for seed in _seeds_of(read_records(source)):
             if seed in seen:
                 raise UserError(
