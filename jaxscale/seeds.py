@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from flax.traverse_util import flatten_dict
 from scipy.stats import binom
 
 from jaxscale.analysis import SweepAnalysis
@@ -39,6 +40,9 @@ from jaxscale.results import check_fields, fit_points, read_records
 
 DOUBLING = (1.8, 2.2)  # token ratios that count as "about 2D"
 FIELDS = ("run", "N", "D", "loss", "budget")  # what the comparison reads of every record
+# config keys that seeds of one config may differ in: the seeds, and how the work was packed
+# and checkpointed (a pack trains each run as it would alone)
+SEED_FREE = frozenset({"seed", "seeds", "pack", "checkpoint_every"})
 
 
 @dataclass(frozen=True)
@@ -219,15 +223,37 @@ def _corpus_of(source: str) -> tuple[str, str] | None:
     return None if fingerprint is None else (str(records[-1].get("corpus")), str(fingerprint))
 
 
+def _settings_of(source: str) -> dict[str, Any] | None:
+    """A sweep's config as its last run recorded it, flattened to dotted keys, less what may
+    differ between seeds of one config (the seeds, and how the work was split and saved); None
+    where its records carry no config."""
+    records = read_records(source)
+    config = records[-1].get("config") if records else None
+    if not isinstance(config, dict):
+        return None
+    return {k: v for k, v in flatten_dict(config, sep=".").items() if k not in SEED_FREE}
+
+
 def _check_comparable(sources: Sequence[str]) -> None:
     """Refuse what would make the comparison meaningless: under two seeds, a seed given twice,
-    seeds trained on different corpora, or seeds that finished different runs."""
+    seeds of configs that differ in more than the seed or trained on different corpora, or
+    seeds that finished different runs."""
     if len(sources) < 2:
         raise UserError("give two or more seeds' sweeps (a standard error needs two)")
     seen: dict[int, str] = {}
     ladder = {_point_key(p): p["run"] for p in seed_points(sources[0])}
-    corpus = _corpus_of(sources[0])
+    corpus, settings = _corpus_of(sources[0]), _settings_of(sources[0])
     for source in sources:
+        if None not in (settings, other_settings := _settings_of(source)):
+            differ = sorted(k for k in settings.keys() | other_settings.keys()
+                            if settings.get(k) != other_settings.get(k))  # fmt: skip
+            if differ:
+                shown = ", ".join(f"{k} ({other_settings.get(k)!r} against {settings.get(k)!r})"
+                                  for k in differ[:3])  # fmt: skip
+                raise UserError(
+                    f"{source}'s config differs from {sources[0]}'s in more than the seed: "
+                    f"{shown}: give seeds of one config"
+                )
         if None not in (corpus, other := _corpus_of(source)) and other != corpus:
             raise UserError(
                 f"{source} trained on corpus {other[0]} (fingerprint {other[1]}), {sources[0]} "

@@ -86,6 +86,7 @@ FILES: dict[str, str | bytes] = {
     "run_bad_line/metrics.jsonl": '{"step": 1, "tokens": 100, "loss": 5}\n{"step": 2, "tok\n{"step": 3}\n',
     "not_a_run/notes.txt": "nothing here\n",
     "seed0/results.jsonl": "".join(json.dumps({**RECORD, "run": f"r{d:g}", "D": d, "budget": 6e14, "seed": 0, "corpus": "stdlib", "corpus_fingerprint": "6fa3"}) + "\n" for d in (1e8, 2e8)),
+    "seed3/results.jsonl": "".join(json.dumps({**RECORD, "run": f"r{d:g}", "D": d, "budget": 6e14, "seed": 3, "config": {"name": "x", "seed": 3, "train": {"lr": 3e-3}}}) + "\n" for d in (1e8, 2e8)),
     "seed2/results.jsonl": "".join(json.dumps({**RECORD, "run": f"r{d:g}", "D": d, "budget": 6e14, "seed": 2, "corpus": "text:my.txt", "corpus_fingerprint": "9b1c"}) + "\n" for d in (1e8, 2e8)),
     "seed1/results.jsonl": "".join(json.dumps({**RECORD, "run": f"r{d:g}", "D": d, "budget": 6e14, "seed": 1}) + "\n" for d in (1e8, 4e8)),
 }  # fmt: skip
@@ -226,6 +227,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("seeds-same-seed-twice", ["seeds", "{w}/seed0", "{w}/seed0/results.jsonl"], "both trained seed 0: give each seed once"),
     ("seeds-other-ladders", ["seeds", "{w}/seed0", "{w}/seed1"], "finished different runs (1 only in the second, e.g. r2e+08; 1 only in the first, e.g. r4e+08)"),
     ("seeds-other-corpus", ["seeds", "{w}/seed0", "{w}/seed2"], "trained on corpus text:my.txt (fingerprint 9b1c), "),
+    ("seeds-other-settings", ["seeds", "{w}/seed0", "{w}/seed3"], "seed0's in more than the seed: train.lr (0.003 against 0.001)"),
     ("seeds-missing-dir", ["seeds", "{w}/seed0", "{w}/nope"], "does not exist"),
     ("seeds-empty-results", ["seeds", "{w}/seed0", "{w}/empty_sweep"], "no finished runs"),
     ("seeds-foreign-records", ["seeds", "{w}/foreign_sweep", "{w}/seed0"], "record 1 (unnamed) lacks run, budget"),
