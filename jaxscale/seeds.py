@@ -121,12 +121,26 @@ def _point_key(point: dict[str, Any]) -> tuple[Any, ...]:
             round(point.get("D_target", point["D"])))  # fmt: skip
 
 
-def _seeds_of(records: list[dict[str, Any]]) -> tuple[int, ...]:
-    return tuple(sorted({int(r.get("seed") or 0) for r in records if r.get("status") == "ok"}))
+@dataclass(frozen=True)
+class _Sweep:
+    """One seed's sweep, read once: its records and its fit points."""
+
+    source: str
+    records: list[dict[str, Any]]
+    points: list[dict[str, Any]]
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        ok = (r for r in self.records if r.get("status") == "ok")
+        return tuple(sorted({int(r.get("seed") or 0) for r in ok}))
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.records[-1]
 
 
-def seed_points(source: str) -> list[dict[str, Any]]:
-    """One seed's fit points (one sweep directory or results.jsonl).
+def _load(source: str) -> _Sweep:
+    """One seed's sweep (a sweep directory or results.jsonl).
 
     Raises:
       UserError: no finished runs there, or records jaxscale's sweep did not write.
@@ -136,7 +150,7 @@ def seed_points(source: str) -> list[dict[str, Any]]:
     points = fit_points(records)[0]
     if not points:
         raise UserError(f"{source}: no finished runs (a sweep directory or its results.jsonl)")
-    return points
+    return _Sweep(source, records, points)
 
 
 def check_seed(source: str, bootstrap: int) -> SeedCheck:
@@ -146,14 +160,17 @@ def check_seed(source: str, bootstrap: int) -> SeedCheck:
     Raises:
       UserError: the ladder has no held-out budget to check (``budgets:`` in the config).
     """
-    records = read_records(source)
-    a = analyse_points(seed_points(source), bootstrap=bootstrap)
+    return _check(_load(source), bootstrap)
+
+
+def _check(sweep: _Sweep, bootstrap: int) -> SeedCheck:
+    a = analyse_points(sweep.points, bootstrap=bootstrap)
     if a.heldout is None:
-        raise UserError(f"{source}: no held-out budget ({a.skipped.get('heldout')})")
+        raise UserError(f"{sweep.source}: no held-out budget ({a.skipped.get('heldout')})")
     opt, iso = a.optimal or {}, a.isoflop
     return SeedCheck(
-        source=source,
-        seeds=_seeds_of(records),
+        source=sweep.source,
+        seeds=sweep.seeds,
         heldout=a.heldout["max_abs_rel_err"],
         errors=tuple(r["rel_err"] for r in a.heldout["runs"]),
         mean=a.heldout["mean_rel_err"],
@@ -165,7 +182,7 @@ def check_seed(source: str, bootstrap: int) -> SeedCheck:
         if opt.get("tokens_per_param_ci")
         else None,
         warnings=tuple(a.warnings),
-        provenance={key: records[-1].get(key) for key in PROVENANCE_KEYS},
+        provenance={key: sweep.last.get(key) for key in PROVENANCE_KEYS},
     )
 
 
@@ -182,16 +199,16 @@ def sign_test(means: Sequence[float]) -> tuple[int, float]:
     return k, float(binom.sf(k - 1, n, 0.5))
 
 
-def averaged(sources: Sequence[str]) -> SweepAnalysis:
+def averaged(sweeps: Sequence[_Sweep]) -> SweepAnalysis:
     """The sweep's analysis (no bootstrap) of the runs averaged over the seeds."""
-    points = fit_points([r for source in sources for r in read_records(source)])[0]
+    points = fit_points([r for sweep in sweeps for r in sweep.records])[0]
     return analyse_points(points, bootstrap=0)
 
 
-def data_gains(sources: Sequence[str], law: Law) -> list[Gain]:
+def data_gains(sweeps: Sequence[_Sweep], law: Law) -> list[Gain]:
     """The loss drop of each shape from D to about 2D, seed by seed, beside ``law``'s (the law
-    fitted to the averaged runs: ``averaged(sources).fits["L_ND"].law``)."""
-    per_seed = [{_point_key(p): p for p in seed_points(s)} for s in sources]
+    fitted to the averaged runs: ``averaged(sweeps).fits["L_ND"].law``)."""
+    per_seed = [{_point_key(p): p for p in sweep.points} for sweep in sweeps]
     common = set.intersection(*(set(s) for s in per_seed))
     n_key = n_key_of(list(per_seed[0].values()))
     by_shape: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -216,61 +233,59 @@ def data_gains(sources: Sequence[str], law: Law) -> list[Gain]:
     return sorted(gains, key=lambda g: (g.D, g.N))
 
 
-def _corpus_of(source: str) -> tuple[str, str] | None:
+def _corpus_of(sweep: _Sweep) -> tuple[str, str] | None:
     """(corpus, its fingerprint) of a sweep's last run; None where its records do not say."""
-    records = read_records(source)
-    fingerprint = records[-1].get("corpus_fingerprint") if records else None
-    return None if fingerprint is None else (str(records[-1].get("corpus")), str(fingerprint))
+    fingerprint = sweep.last.get("corpus_fingerprint")
+    return None if fingerprint is None else (str(sweep.last.get("corpus")), str(fingerprint))
 
 
-def _settings_of(source: str) -> dict[str, Any] | None:
+def _settings_of(sweep: _Sweep) -> dict[str, Any] | None:
     """A sweep's config as its last run recorded it, flattened to dotted keys, less what may
     differ between seeds of one config (the seeds, and how the work was split and saved); None
     where its records carry no config."""
-    records = read_records(source)
-    config = records[-1].get("config") if records else None
+    config = sweep.last.get("config")
     if not isinstance(config, dict):
         return None
     return {k: v for k, v in flatten_dict(config, sep=".").items() if k not in SEED_FREE}
 
 
-def _check_comparable(sources: Sequence[str]) -> None:
-    """Refuse what would make the comparison meaningless: under two seeds, a seed given twice,
-    seeds of configs that differ in more than the seed or trained on different corpora, or
-    seeds that finished different runs."""
-    if len(sources) < 2:
-        raise UserError("give two or more seeds' sweeps (a standard error needs two)")
+def _check_comparable(sweeps: Sequence[_Sweep]) -> None:
+    """Refuse what would make the comparison meaningless: a seed given twice, seeds of configs
+    that differ in more than the seed or trained on different corpora, or seeds that finished
+    different runs."""
+    first = sweeps[0]
     seen: dict[int, str] = {}
-    ladder = {_point_key(p): p["run"] for p in seed_points(sources[0])}
-    corpus, settings = _corpus_of(sources[0]), _settings_of(sources[0])
-    for source in sources:
-        if None not in (settings, other_settings := _settings_of(source)):
+    ladder = {_point_key(p): p["run"] for p in first.points}
+    corpus, settings = _corpus_of(first), _settings_of(first)
+    for sweep in sweeps:
+        source = sweep.source
+        if None not in (settings, other_settings := _settings_of(sweep)):
             differ = sorted(k for k in settings.keys() | other_settings.keys()
                             if settings.get(k) != other_settings.get(k))  # fmt: skip
             if differ:
                 shown = ", ".join(f"{k} ({other_settings.get(k)!r} against {settings.get(k)!r})"
                                   for k in differ[:3])  # fmt: skip
                 raise UserError(
-                    f"{source}'s config differs from {sources[0]}'s in more than the seed: "
+                    f"{source}'s config differs from {first.source}'s in more than the seed: "
                     f"{shown}: give seeds of one config"
                 )
-        if None not in (corpus, other := _corpus_of(source)) and other != corpus:
+        if None not in (corpus, other := _corpus_of(sweep)) and other != corpus:
             raise UserError(
-                f"{source} trained on corpus {other[0]} (fingerprint {other[1]}), {sources[0]} "
-                f"on {corpus[0]} ({corpus[1]}): give seeds of one config"
+                f"{source} trained on corpus {other[0]} (fingerprint {other[1]}), "
+                f"{first.source} on {corpus[0]} ({corpus[1]}): give seeds of one config"
             )
-        for seed in _seeds_of(read_records(source)):
+        for seed in sweep.seeds:
             if seed in seen:
                 raise UserError(
                     f"{source} and {seen[seed]} both trained seed {seed}: give each seed once"
                 )
             seen[seed] = source
-        runs = {_point_key(p): p["run"] for p in seed_points(source)}
+        runs = {_point_key(p): p["run"] for p in sweep.points}
         if runs.keys() != ladder.keys():
             lacks = sorted(ladder[k] for k in ladder.keys() - runs.keys())
             extra = sorted(runs[k] for k in runs.keys() - ladder.keys())
             raise UserError(
-                f"{source} and {sources[0]} finished different runs ({len(lacks)} only in the "
+                f"{source} and {first.source} finished different runs ({len(lacks)} only in the "
                 f"second{', e.g. ' + lacks[0] if lacks else ''}; {len(extra)} only in the first"
                 f"{', e.g. ' + extra[0] if extra else ''}): give seeds of one config with every "
                 "run finished (run a seed's jaxscale sweep again to finish it)"
@@ -304,14 +319,17 @@ def compare_seeds(
       >>> r = compare_seeds(["reports/quick", "reports/quick-s1"])   # doctest: +SKIP
       >>> r.same_side, r.p_named_side, r.averaged.heldout["mean_rel_err"]  # doctest: +SKIP
     """
-    _check_comparable(sources)
+    if len(sources) < 2:
+        raise UserError("give two or more seeds' sweeps (a standard error needs two)")
+    sweeps = [_load(source) for source in sources]  # each read once
+    _check_comparable(sweeps)
     checks = []
-    for source in sources:
-        checks.append(check_seed(source, bootstrap))
+    for sweep in sweeps:
+        checks.append(_check(sweep, bootstrap))
         on_seed(checks[-1])
     same_side, p = sign_test([c.mean for c in checks])
-    pooled = averaged(sources)
-    gains = data_gains(sources, pooled.fits["L_ND"].law)
+    pooled = averaged(sweeps)
+    gains = data_gains(sweeps, pooled.fits["L_ND"].law)
     return SeedsAnalysis(checks, same_side, p, pooled, gains)
 
 
