@@ -90,10 +90,13 @@ def test_the_quick_ladders_larger_models_gain_more_from_data_than_its_law_allows
     assert (result.same_side, result.p_named_side) == (7, 1 / 128)
     held = result.averaged.heldout
     assert held["mean_rel_err"] > 0.009 and held["full_fit_max_abs_rel_err"] < 0.01
+    # nor does Kaplan's coupled form, refitted below each seed's held-out budget, extrapolate
+    assert all(c.kaplan > 0.02 for c in result.seeds)
     # the committed example (README's figure) is this comparison, at the sweep's 400 resamples
     saved = json.loads((EXAMPLE / "seeds.json").read_text())
     assert [s["errors"] for s in saved["seeds"]] == [list(c.errors) for c in result.seeds]
     assert saved["gains"] == [dataclasses.asdict(g) for g in result.gains]
+    assert [s["kaplan"] for s in saved["seeds"]] == [c.kaplan for c in result.seeds]
     assert saved["passing"] == 2 and saved["averaged"]["heldout"] == held
 
 
@@ -130,8 +133,10 @@ def test_the_command_prints_each_seed_then_what_they_say_together(
     assert [line.split(" (")[0] for line in seed_lines] == ["seed 0", "seed 1"]
     for line, check in zip(seed_lines, expected.seeds, strict=True):
         assert f"held out {100 * check.heldout:.2f}%" in line
-        assert f"mean {100 * check.mean:+.2f}%" in line
+        assert f"mean {100 * check.mean:+.2f}%; Kaplan's form {100 * check.kaplan:.2f}%" in line
     assert "misses its run L2-d64-h2_D1.594M by +2.7%" in out  # seed 1's warning
     assert "sign test: 2 of 2 seeds' laws predict their held-out runs too high" in out
+    worst = max(c.kaplan for c in expected.seeds)
+    assert f"with 0 of 2 seeds (its largest misses 3.12% to {100 * worst:.2f}%)" in out
     held = expected.averaged.heldout
     assert f"within {100 * held['max_abs_rel_err']:.2f}% (mean" in out
