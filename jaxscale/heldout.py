@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from jaxscale.analysis import Design
 
 HELDOUT_TOLERANCE = 0.02  # a held-out run missed by more than this (relative) is a warning
+# the other form refitted below the held-out budget, as the warnings and `jaxscale seeds` name it
+KAPLAN_FORM = "Kaplan's L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D"
 
 
 def check_heldout(
@@ -100,8 +102,8 @@ def heldout_warning(heldout: dict[str, Any]) -> str | None:
     kaplan = heldout["kaplan_max_abs_rel_err"]
     if kaplan is not None and kaplan <= HELDOUT_TOLERANCE:
         fix += (
-            f"; Kaplan's L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D, fitted to the same runs, "
-            f"predicts them within {100 * kaplan:.1f}% (jaxscale fit --law kaplan)"
+            f"; {KAPLAN_FORM}, fitted to the same runs, predicts them within "
+            f"{100 * kaplan:.1f}% (jaxscale fit --law kaplan)"
         )
     return (
         f"the law fitted without the largest budget misses its run {worst['run']} by "

@@ -35,7 +35,7 @@ from scipy.stats import binom
 
 from jaxscale.analysis import SweepAnalysis
 from jaxscale.errors import UserError
-from jaxscale.heldout import HELDOUT_TOLERANCE
+from jaxscale.heldout import HELDOUT_TOLERANCE, KAPLAN_FORM
 from jaxscale.laws import Law, predict_loss
 from jaxscale.report import PROVENANCE_KEYS, analyse_points, n_key_of
 from jaxscale.results import check_fields, fit_points, read_records
@@ -390,9 +390,9 @@ def _kaplan_line(r: SeedsAnalysis) -> list[str]:
         return []
     within = sum(m <= HELDOUT_TOLERANCE for m in misses)
     return [
-        f"another form: Kaplan's L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D, refitted the same "
-        f"way, predicts the held-out runs within {100 * HELDOUT_TOLERANCE:.0f}% with {within} of "
-        f"{len(misses)} seeds (its largest misses {100 * min(misses):.2f}% to "
-        f"{100 * max(misses):.2f}%), the Chinchilla form with "
-        f"{sum(c.heldout <= HELDOUT_TOLERANCE for c in r.seeds)} of {len(r.seeds)}"
+        f"another form: {KAPLAN_FORM}, refitted the same way, predicts the held-out runs "
+        f"within {100 * HELDOUT_TOLERANCE:.0f}% with {within} of {len(misses)} seeds (its "
+        f"largest misses {100 * min(misses):.2f}% to {100 * max(misses):.2f}%), the "
+        f"Chinchilla form with {sum(c.heldout <= HELDOUT_TOLERANCE for c in r.seeds)} of "
+        f"{len(r.seeds)}"
     ]
