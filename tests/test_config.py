@@ -88,6 +88,18 @@ def test_shipped_configs_load() -> None:
         assert load_config(f"configs/{name}.yaml").runs()
 
 
+def test_the_quick_pairs_trial_trains_runs_of_the_quick_ladder() -> None:
+    """configs/trials/quick-pairs.yaml measures training settings on four of the quick ladder's
+    runs, so its runs must stay the ladder's when either config changes."""
+    quick = load_config(REPO / "configs" / "quick.yaml")
+    pairs = load_config(REPO / "configs" / "trials" / "quick-pairs.yaml")
+    for key in ("corpus", "tokenizer", "context", "seed", "train", "eval"):
+        assert getattr(pairs, key) == getattr(quick, key), key
+    ladder = {(s.name, s.shape, s.tokens) for s in quick.runs()}
+    trial = {(s.name, s.shape, s.tokens) for s in pairs.runs()}
+    assert len(trial) == 4 and trial <= ladder
+
+
 def test_the_committed_quick_report_belongs_to_the_quick_config() -> None:
     """reports/examples/quick is what the README's first command makes: every run of the config,
     under its fingerprint (`jaxscale report` and `--against` read it as a sweep directory)."""
