@@ -3,13 +3,13 @@ its runs from a known law plus seed noise, run the sweep's analysis on each draw
 
 A ladder of noisy runs can fail its checks while the law's form is right. This says how often,
 so that a design can be chosen on its pass rate and its cost. The draws follow the law's form
-exactly: where real runs bend away from it (the quick ladder's larger models gain more from
-data than the additive form allows, README "The misses are not only noise"), the real pass
-rate is lower, so check a design chosen here with seeds it was not chosen on
-(``jaxscale seeds``):
+exactly: where real runs bend away from it (the quick ladder's larger models gained more from
+data than the additive form allows when it trained on 4 windows of 128 bytes a step, README
+"How the ladder was chosen"), the real pass rate is lower, so check a design chosen here with
+seeds it was not chosen on (``jaxscale seeds``):
 
     .venv/bin/python scripts/ladder_power.py configs/quick.yaml \
-        --noise-from tests/data/quick5_seed0.jsonl tests/data/quick5_seed1.jsonl \
+        --noise-from tests/data/quick_seed0.jsonl tests/data/quick_seed1.jsonl \
         [--set per_budget=6]
 
 - the truth: a ``laws.json``'s ``L_ND`` (``--law``, the committed quick example by default);

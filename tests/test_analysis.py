@@ -63,28 +63,29 @@ def test_a_fitted_floor_away_from_the_known_entropy_is_a_warning() -> None:
 
 
 def test_the_committed_quick_ladder_predicts_its_held_out_budget_within_two_percent() -> None:
-    """Real runs: reports/examples/quick, trained without weight decay. The law fitted below the
-    largest budget predicts its 5 runs within 2%, the law fitted to all 20 follows them within
-    1%, and the sweep has nothing to warn about."""
+    """Real runs: reports/examples/quick (seed 0). The law fitted below the largest budget
+    predicts its 5 runs within 2%, the law fitted to all 20 follows them within 2% too (both
+    miss most on width 24 at 9M tokens, which gained less from its last 2.6M tokens than the
+    law allows), and the sweep has nothing to warn about."""
     example = Path(__file__).resolve().parents[1] / "reports" / "examples" / "quick"
     # as the sweep does, with its 400 resamples (conftest lowers the default for other tests)
     a = analyse(fit_points(read_records(example))[0], n_key="N_with_head", bootstrap=400)
     h = a.heldout
     assert len(h["runs"]) == 5 and h["max_abs_rel_err"] < 0.02
-    assert h["full_fit_max_abs_rel_err"] < 0.01
+    assert h["full_fit_max_abs_rel_err"] < 0.02
     assert all(p.interior for p in a.isoflop.profiles) and not a.warnings
 
 
 def test_the_quick_ladders_held_out_miss_is_warned_about_with_what_tells_its_causes_apart() -> None:
-    """Real runs: the quick ladder (configs/quick.yaml) with seeds 1 and 2 (tests/data; seed 2's
-    runs came from a sweep of six sizes a budget, which trains these 20 bit for bit). Seed 1's
-    law, fitted below the largest budget, misses it by more than 2% while the law fitted to
-    every run follows it: its warning names both causes (seed noise, or a bend beyond the fitted
-    budgets) and how to tell them apart. Seed 2's approach-2 interval is too wide to test
-    approach 3 against, and its warning names the budget to fix. (That every seed misses on one
-    side is tests/test_seeds.py's.)"""
+    """Real runs: the quick ladder as it was trained with 4 windows of 128 bytes a step, seeds 1
+    and 2 (tests/data; seed 2's runs came from a sweep of six sizes a budget, which trains these
+    20 bit for bit). Seed 1's law, fitted below the largest budget, misses it by more than 2%
+    while the law fitted to every run follows it: its warning names both causes (seed noise, or
+    a bend beyond the fitted budgets) and how to tell them apart. Seed 2's approach-2 interval is
+    too wide to test approach 3 against, and its warning names the budget to fix. (That every
+    seed misses on one side is tests/test_seeds.py's.)"""
     data = Path(__file__).parent / "data"
-    seeds = [read_records(data / f"quick5_seed{s}.jsonl") for s in (1, 2)]
+    seeds = [read_records(data / f"quick_ctx128_seed{s}.jsonl") for s in (1, 2)]
     a = analyse(fit_points(seeds[0])[0], n_key="N_with_head", bootstrap=0)
     h = a.heldout
     assert h["max_abs_rel_err"] > 0.02 and h["full_fit_max_abs_rel_err"] < 0.02

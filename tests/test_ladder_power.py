@@ -35,9 +35,9 @@ def test_the_noise_split_recovers_the_shape_and_run_parts(tmp_path: Path) -> Non
 
 def test_the_quick_ladders_two_seeds_give_the_noise_the_readme_quotes() -> None:
     data = ROOT / "tests" / "data"
-    shape_sd, run_sd, n = power.seed_noise(data / "quick5_seed0.jsonl", data / "quick5_seed1.jsonl")
+    shape_sd, run_sd, n = power.seed_noise(data / "quick_seed0.jsonl", data / "quick_seed1.jsonl")
     assert n == 20
-    assert (round(100 * shape_sd, 2), round(100 * run_sd, 2)) == (0.45, 0.49)
+    assert (round(100 * shape_sd, 2), round(100 * run_sd, 2)) == (0.28, 0.46)
 
 
 def test_a_noise_free_draw_of_the_quick_design_passes_every_check() -> None:
@@ -48,7 +48,8 @@ def test_a_noise_free_draw_of_the_quick_design_passes_every_check() -> None:
     a = power.analyse(draw, n_key="N_with_head", bootstrap=0)
     assert a.heldout["max_abs_rel_err"] < 1e-3  # the law fitted below it is the law itself
     # FLOPs counted with attention and head grow slower than N at these widths, so the law's
-    # own N_opt ∝ C^a is steeper than β/(α+β); approach 2's parabolas measure that slope
+    # own N_opt ∝ C^a is steeper than β/(α+β) (by 0.009 for the committed law); approach 2's
+    # parabolas measure that slope, not β/(α+β)
     assert a.isoflop.a == pytest.approx(a.optimal["a"], abs=0.003)
-    assert a.optimal["a"] - a.optimal["a_asymptotic"] > 0.015
+    assert a.optimal["a"] - a.optimal["a_asymptotic"] > 0.006
     assert all(power.checks(draw, bootstrap=50, a_width=0.25).values())

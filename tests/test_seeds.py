@@ -1,7 +1,9 @@
 """jaxscale.seeds (``jaxscale seeds``): the sign test's exact probabilities; on replicated seeds
-drawn from an additive law every size gains alike from doubling D, as the law says; on the real
-quick ladder's seeds the larger models gain more than the law allows, and every seed's law
-misses its held-out budget on the same side; the command prints what the library computes."""
+drawn from an additive law every size gains alike from doubling D, as the law says; every seed
+of the shipped quick ladder predicts its held-out budget; on the seeds of the ladder as it was
+trained before (4 windows of 128 bytes a step) the larger models gained more than the law
+allows, and every seed's law missed its held-out budget on the same side; the command prints
+what the library computes."""
 
 import dataclasses
 import json
@@ -17,8 +19,11 @@ from jaxscale.results import read_records
 from jaxscale.seeds import check_seed, compare_seeds, sign_test
 
 DATA = Path(__file__).resolve().parent / "data"
-QUICK = [str(DATA / f"quick5_seed{s}.jsonl") for s in range(7)]
+QUICK = [str(DATA / f"quick_seed{s}.jsonl") for s in range(7)]
 EXAMPLE = DATA.parents[1] / "reports" / "examples" / "quick-seeds"
+# the quick ladder as it was trained before, with 4 windows of 128 bytes a step
+CTX128 = [str(DATA / f"quick_ctx128_seed{s}.jsonl") for s in range(7)]
+EXAMPLE_CTX128 = DATA.parents[1] / "reports" / "examples" / "quick-ctx128-seeds"
 
 
 @pytest.mark.parametrize(
@@ -67,15 +72,38 @@ def test_on_replicated_seeds_drawn_from_an_additive_law_each_gain_from_data_is_i
         assert abs(g.drop - g.law_drop) < 4 * noise
 
 
-def test_the_quick_ladders_larger_models_gain_more_from_data_than_its_law_allows() -> None:
-    """Real runs: seeds 0-6 of configs/quick.yaml (seeds 4-6 trained after seeds 0-3 had shown
-    the one-sided miss, to test it). At about one D the larger shape gains more from a doubling
-    than the law fitted to the averaged runs says, by more than twice its standard error over
-    the seeds, and more than the smaller shape does beside the law (width 40 against 24 from
-    1.2-1.3M tokens, 32 against 20 from 1.7M). Every seed's law predicts its held-out budget
-    too high (under noise alone P = 1/128 on that side), and so does the law fitted below the
-    averaged runs, where the law fitted to all of them follows those runs."""
+def test_every_seed_of_the_quick_ladder_predicts_its_held_out_budget_within_two_percent() -> None:
+    """Real runs: seeds 0-6 of configs/quick.yaml as shipped, 8 windows of 64 bytes a step
+    (seeds 2-6 trained after seeds 0 and 1 had passed, to test the design). Every seed's law
+    predicts its held-out budget within 2%, and 6 of 7 pass every check (the committed
+    comparison, at the sweep's 400 resamples: seed 5's B is undetermined). Most laws still
+    predict too high, but no longer beyond what noise gives (6 of 7, P = 1/16 on that side),
+    and the law fitted below the averaged runs misses them by under 1%, +0.4% on average,
+    half the bias of 4 windows of 128 a step (below)."""
     result = compare_seeds(QUICK, bootstrap=0)
+    assert [c.seeds for c in result.seeds] == [(s,) for s in range(7)]
+    assert all(c.heldout < 0.02 for c in result.seeds)
+    assert (result.same_side, result.p_named_side) == (6, 1 / 16)
+    held = result.averaged.heldout
+    assert held["max_abs_rel_err"] < 0.01 and 0 < held["mean_rel_err"] < 0.005
+    saved = json.loads((EXAMPLE / "seeds.json").read_text())
+    assert [s["errors"] for s in saved["seeds"]] == [list(c.errors) for c in result.seeds]
+    assert saved["gains"] == [dataclasses.asdict(g) for g in result.gains]
+    assert saved["passing"] == 6 and saved["averaged"]["heldout"] == held
+    (failing,) = [s for s in saved["seeds"] if s["warnings"]]
+    assert failing["seeds"] == [5] and "standard errors larger" in failing["warnings"][0]
+
+
+def test_at_4_windows_of_128_the_larger_models_gained_more_from_data_than_the_law_allows():
+    """Real runs: seeds 0-6 of configs/quick.yaml as it was trained with 4 windows of 128 bytes
+    a step (seeds 4-6 trained after seeds 0-3 had shown the one-sided miss, to test it). At
+    about one D the larger shape gains more from a doubling than the law fitted to the averaged
+    runs says, by more than twice its standard error over the seeds, and more than the smaller
+    shape does beside the law (width 40 against 24 from 1.2-1.3M tokens, 32 against 20 from
+    1.7M). Every seed's law predicts its held-out budget too high (under noise alone P = 1/128
+    on that side), and so does the law fitted below the averaged runs, where the law fitted to
+    all of them follows those runs."""
+    result = compare_seeds(CTX128, bootstrap=0)
     gains = {(g.shape, round(g.D, -5)): g for g in result.gains}
     pairs = [(("L2-d40-h2", 1.2e6), ("L2-d24-h2", 1.3e6)),
              (("L2-d32-h2", 1.7e6), ("L2-d20-h2", 1.7e6))]  # fmt: skip
@@ -93,7 +121,7 @@ def test_the_quick_ladders_larger_models_gain_more_from_data_than_its_law_allows
     # nor does Kaplan's coupled form, refitted below each seed's held-out budget, extrapolate
     assert all(c.kaplan > 0.02 for c in result.seeds)
     # the committed example (README's figure) is this comparison, at the sweep's 400 resamples
-    saved = json.loads((EXAMPLE / "seeds.json").read_text())
+    saved = json.loads((EXAMPLE_CTX128 / "seeds.json").read_text())
     assert [s["errors"] for s in saved["seeds"]] == [list(c.errors) for c in result.seeds]
     assert saved["gains"] == [dataclasses.asdict(g) for g in result.gains]
     assert [s["kaplan"] for s in saved["seeds"]] == [c.kaplan for c in result.seeds]
@@ -113,14 +141,15 @@ def test_a_ladder_without_a_held_out_budget_is_refused(tmp_path: Path) -> None:
 def test_the_command_prints_each_seed_then_what_they_say_together(
     run_cli: Callable[..., int], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """``jaxscale seeds`` on seeds 0 and 1: a line per seed with its held-out errors (seed 1's
-    warning below it), then the count passing, the sign test and the averaged runs' held-out
-    check, as ``compare_seeds`` computes them; the same in its JSON, and its figure."""
+    """``jaxscale seeds`` on seeds 0 and 1 of the 128-byte ladder: a line per seed with its
+    held-out errors (seed 1's warning below it), then the count passing, the sign test and the
+    averaged runs' held-out check, as ``compare_seeds`` computes them; the same in its JSON, and
+    its figure."""
     json_path, png = tmp_path / "seeds.json", tmp_path / "seeds.png"
-    argv = ["seeds", QUICK[0], QUICK[1], "--bootstrap", "20", "--json", str(json_path)]
+    argv = ["seeds", CTX128[0], CTX128[1], "--bootstrap", "20", "--json", str(json_path)]
     assert run_cli(*argv, "--plot", str(png)) == 0
     out = capsys.readouterr().out
-    expected = compare_seeds(QUICK[:2], bootstrap=0)
+    expected = compare_seeds(CTX128[:2], bootstrap=0)
     saved = json.loads(json_path.read_text())
     assert [s["heldout"] for s in saved["seeds"]] == [c.heldout for c in expected.seeds]
     assert saved["sign_test"] == {"same_side": 2, "of": 2, "p_named_side": 0.25,
