@@ -3,8 +3,8 @@
 ``configure`` must run before JAX initialises its backends (the CLI calls it first thing). It
 honours ``--backend`` / ``JAXSCALE_BACKEND`` (auto | cpu | cuda | metal) and, on CPU, exposes one
 XLA host device per core: XLA runs each device's share of a step on its own thread, whereas one
-CPU device leaves most small-model work on a single core. On 2 cores, the quick ladder's largest
-shape (L3-d96-h3, context 128, batch 32) trains 46.9k tok/s over 2 devices against 34.7k on one
+CPU device leaves most small-model work on a single core. On 2 cores, a 3-layer model of width
+96 (L3-d96-h3, context 128, batch 32) trains 46.9k tok/s over 2 devices against 34.7k on one
 (``scripts/bench_cpu.py --layers 3 --d-model 96 --heads 3 --context 128 --devices 1|2``).
 
 Every job trains on ``pack_mesh``: its models over the ``pack`` axis, each model's batch over the
