@@ -16,7 +16,7 @@ import pytest
 from jaxscale.errors import UserError
 from jaxscale.laws import Chinchilla
 from jaxscale.results import read_records
-from jaxscale.seeds import check_seed, compare_seeds, sign_test
+from jaxscale.seeds import SeedsAnalysis, check_seed, compare_seeds, sign_test
 
 DATA = Path(__file__).resolve().parent / "data"
 QUICK = [str(DATA / f"quick_seed{s}.jsonl") for s in range(7)]
@@ -24,6 +24,18 @@ EXAMPLE = DATA.parents[1] / "reports" / "examples" / "quick-seeds"
 # the quick ladder as it was trained before, with 4 windows of 128 bytes a step
 CTX128 = [str(DATA / f"quick_ctx128_seed{s}.jsonl") for s in range(7)]
 EXAMPLE_CTX128 = DATA.parents[1] / "reports" / "examples" / "quick-ctx128-seeds"
+
+
+def committed_comparison(example: Path, result: SeedsAnalysis, passing: int) -> dict:
+    """The committed ``seeds.json`` under ``example`` (a README figure's numbers), asserted to be
+    ``result`` at the sweep's 400 resamples: the same errors, gains and averaged held-out check,
+    with ``passing`` seeds passing every check."""
+    saved = json.loads((example / "seeds.json").read_text())
+    assert [s["errors"] for s in saved["seeds"]] == [list(c.errors) for c in result.seeds]
+    assert saved["gains"] == [dataclasses.asdict(g) for g in result.gains]
+    assert saved["passing"] == passing
+    assert saved["averaged"]["heldout"] == result.averaged.heldout
+    return saved
 
 
 @pytest.mark.parametrize(
@@ -86,10 +98,7 @@ def test_every_seed_of_the_quick_ladder_predicts_its_held_out_budget_within_two_
     assert (result.same_side, result.p_named_side) == (6, 1 / 16)
     held = result.averaged.heldout
     assert held["max_abs_rel_err"] < 0.01 and 0 < held["mean_rel_err"] < 0.005
-    saved = json.loads((EXAMPLE / "seeds.json").read_text())
-    assert [s["errors"] for s in saved["seeds"]] == [list(c.errors) for c in result.seeds]
-    assert saved["gains"] == [dataclasses.asdict(g) for g in result.gains]
-    assert saved["passing"] == 6 and saved["averaged"]["heldout"] == held
+    saved = committed_comparison(EXAMPLE, result, passing=6)
     (failing,) = [s for s in saved["seeds"] if s["warnings"]]
     assert failing["seeds"] == [5] and "standard errors larger" in failing["warnings"][0]
 
@@ -121,11 +130,8 @@ def test_at_4_windows_of_128_the_larger_models_gained_more_from_data_than_the_la
     # nor does Kaplan's coupled form, refitted below each seed's held-out budget, extrapolate
     assert all(c.kaplan > 0.02 for c in result.seeds)
     # the committed example (README's figure) is this comparison, at the sweep's 400 resamples
-    saved = json.loads((EXAMPLE_CTX128 / "seeds.json").read_text())
-    assert [s["errors"] for s in saved["seeds"]] == [list(c.errors) for c in result.seeds]
-    assert saved["gains"] == [dataclasses.asdict(g) for g in result.gains]
+    saved = committed_comparison(EXAMPLE_CTX128, result, passing=2)
     assert [s["kaplan"] for s in saved["seeds"]] == [c.kaplan for c in result.seeds]
-    assert saved["passing"] == 2 and saved["averaged"]["heldout"] == held
 
 
 def test_a_ladder_without_a_held_out_budget_is_refused(tmp_path: Path) -> None:
